@@ -1,0 +1,246 @@
+//! `cusaxctl`: a thin D-Bus client of `cusaxd`. It holds no logic of its own beyond turning
+//! D-Bus values into text or JSON; every call is bounded by `--timeout`.
+//!
+//! Exit status: 0 on success, 1 when the daemon is not running, a call fails or times out,
+//! 2 for usage errors.
+
+mod render;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::{CommandFactory, Parser, Subcommand};
+use futures_util::StreamExt;
+use zbus::fdo::{PeerProxy, PropertiesProxy};
+use zbus::message::Type as MessageType;
+use zbus::names::InterfaceName;
+use zbus::{OwnedVariant as OwnedValue, Structure};
+use zbus::{Connection, MatchRule, Message, MessageStream, connection};
+
+const BUS_NAME: &str = "org.cusax.Cusax1";
+const ROOT_PATH: &str = "/org/cusax/Cusax1";
+const DAEMON_IFACE: &str = "org.cusax.Cusax1.Daemon";
+
+/// Control and watch cusaxd, the SIP + XMPP endpoint daemon, over the D-Bus session bus.
+#[derive(Debug, Parser)]
+#[command(name = "cusaxctl", version)]
+struct Cli {
+    /// Give up on any D-Bus call after this many seconds.
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECONDS",
+          value_parser = parse_timeout)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the daemon's state: accounts, addresses, presence.
+    Status {
+        /// One JSON object with every Daemon property.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one line per property change, object added or removed, and signal, until
+    /// interrupted.
+    Watch {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+        _ => Err("a number of seconds between 0 and 3600".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    if let Command::Completions { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "cusaxctl", &mut script);
+        return write_stdout(&script);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cusaxctl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let conn = connect(timeout).await?;
+        match cli.command {
+            Command::Status { json } => status(&conn, timeout, json).await,
+            Command::Watch { json } => watch(&conn, timeout, json).await,
+            Command::Completions { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cusaxctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cusaxctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(timeout: Duration) -> anyhow::Result<Connection> {
+    let build = connection::Builder::session().method_timeout(timeout).build();
+    tokio::time::timeout(timeout, build)
+        .await
+        .map_err(|_| anyhow!("the session bus did not answer within {timeout:?}"))?
+        .context("cannot connect to the D-Bus session bus")
+}
+
+/// Turns "nobody owns the name" into the message a user needs.
+fn daemon_error(e: zbus::Error) -> anyhow::Error {
+    let name = match &e {
+        zbus::Error::MethodError(name, _, _) => name.as_str().to_owned(),
+        zbus::Error::FDO(fdo) => match **fdo {
+            zbus::fdo::Error::ServiceUnknown(_) => "org.freedesktop.DBus.Error.ServiceUnknown".to_owned(),
+            zbus::fdo::Error::NameHasNoOwner(_) => "org.freedesktop.DBus.Error.NameHasNoOwner".to_owned(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    match name.as_str() {
+        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+            anyhow!("cusaxd is not running on the session bus (nobody owns {BUS_NAME})")
+        }
+        _ => anyhow::Error::new(e).context("cusaxd did not answer"),
+    }
+}
+
+async fn bounded<T>(timeout: Duration, call: impl Future<Output = zbus::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(daemon_error),
+        Err(_) => Err(anyhow!("cusaxd did not answer within {timeout:?}")),
+    }
+}
+
+async fn daemon_properties(conn: &Connection, timeout: Duration) -> anyhow::Result<HashMap<String, OwnedValue>> {
+    let proxy = PropertiesProxy::builder(conn)
+        .destination(BUS_NAME)
+        .path(ROOT_PATH)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let iface = InterfaceName::try_from(DAEMON_IFACE)?;
+    bounded(timeout, async { proxy.get_all(iface).await.map_err(zbus::Error::from) }).await
+}
+
+async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let properties = daemon_properties(conn, timeout).await?;
+    let text = if json {
+        let object: serde_json::Map<String, serde_json::Value> =
+            properties.iter().map(|(name, value)| (name.clone(), render::to_json(value))).collect();
+        format!("{}\n", serde_json::Value::Object(object))
+    } else {
+        render::status_text(&properties)
+    };
+    match write_stdout(text.as_bytes()) {
+        ExitCode::SUCCESS => Ok(()),
+        _ => Err(anyhow!("cannot write the status")),
+    }
+}
+
+async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    // Every signal the daemon sends (whichever process owns the name over time), and the
+    // daemon coming and going.
+    let ours = MatchRule::builder().msg_type(MessageType::Signal).sender(BUS_NAME).build()?;
+    let owner = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(0, BUS_NAME)
+        .build()?;
+    let mut signals = bounded(timeout, MessageStream::for_match_rule(ours, conn, NonZeroUsize::new(256))).await?;
+    let mut owners = bounded(timeout, MessageStream::for_match_rule(owner, conn, NonZeroUsize::new(16))).await?;
+    // Fail clearly, now, when there is nothing to watch (this also starts an activatable
+    // daemon that is not running yet).
+    let peer = bounded(timeout, PeerProxy::builder(conn).destination(BUS_NAME).path(ROOT_PATH).build()).await?;
+    bounded(timeout, async { peer.ping().await.map_err(zbus::Error::from) }).await?;
+    eprintln!("cusaxctl: watching {BUS_NAME}");
+    loop {
+        let (message, from_bus) = tokio::select! {
+            Some(message) = signals.next() => (message, false),
+            Some(message) = owners.next() => (message, true),
+            else => return Err(anyhow!("the session bus closed the connection")),
+        };
+        let Ok(message) = message else { continue };
+        // zbus also hands the bus's own NameOwnerChanged for our name to the stream of the
+        // daemon's signals; report it once, from the stream that asked for it.
+        let bus_signal = message.header().sender().is_some_and(|s| s.as_str() == "org.freedesktop.DBus");
+        if bus_signal != from_bus {
+            continue;
+        }
+        for line in describe(&message, json) {
+            if write_stdout(format!("{line}\n").as_bytes()) != ExitCode::SUCCESS {
+                return Err(anyhow!("cannot write to stdout"));
+            }
+        }
+    }
+}
+
+/// The lines `watch` prints for one signal.
+fn describe(message: &Message, json: bool) -> Vec<String> {
+    let header = message.header();
+    let path = header.path().map(|p| p.to_string()).unwrap_or_default();
+    let interface = header.interface().map(|i| i.to_string()).unwrap_or_default();
+    let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+    let body = message.body();
+    let events = match (interface.as_str(), member.as_str()) {
+        ("org.freedesktop.DBus.Properties", "PropertiesChanged") => {
+            match body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>() {
+                Ok((iface, changed, invalidated)) => render::property_events(&path, &iface, &changed, &invalidated),
+                Err(_) => return Vec::new(),
+            }
+        }
+        ("org.freedesktop.DBus.ObjectManager", "InterfacesAdded") => {
+            match body.deserialize::<(String, HashMap<String, HashMap<String, OwnedValue>>)>() {
+                Ok((object, interfaces)) => vec![render::object_added(&object, &interfaces)],
+                Err(_) => return Vec::new(),
+            }
+        }
+        ("org.freedesktop.DBus.ObjectManager", "InterfacesRemoved") => match body.deserialize::<(String, Vec<String>)>() {
+            Ok((object, interfaces)) => vec![render::object_removed(&object, &interfaces)],
+            Err(_) => return Vec::new(),
+        },
+        ("org.freedesktop.DBus", "NameOwnerChanged") => match body.deserialize::<(String, String, String)>() {
+            Ok((_, _, new_owner)) => vec![render::daemon_presence(!new_owner.is_empty())],
+            Err(_) => return Vec::new(),
+        },
+        _ => {
+            let args = body.deserialize::<Structure<'_>>().map(|s| s.into_fields()).unwrap_or_default();
+            vec![render::signal(&path, &interface, &member, &args)]
+        }
+    };
+    events.into_iter().map(|event| event.line(json)).collect()
+}

@@ -1,0 +1,173 @@
+//! How D-Bus values and signals look on the terminal: human lines, or JSON objects.
+
+use std::collections::HashMap;
+
+use serde_json::{Value as Json, json};
+use zbus::{OwnedVariant as OwnedValue, Variant as Value};
+
+/// One thing `watch` reports, printable as a human line or a JSON object.
+pub struct Event {
+    human: String,
+    json: Json,
+}
+
+impl Event {
+    pub fn line(&self, json: bool) -> String {
+        if json { self.json.to_string() } else { self.human.clone() }
+    }
+}
+
+/// A D-Bus value as JSON: structs become arrays, dicts objects, object paths strings.
+pub fn to_json(value: &Value<'_>) -> Json {
+    match value {
+        Value::U8(v) => json!(v),
+        Value::Bool(v) => json!(v),
+        Value::I16(v) => json!(v),
+        Value::U16(v) => json!(v),
+        Value::I32(v) => json!(v),
+        Value::U32(v) => json!(v),
+        Value::I64(v) => json!(v),
+        Value::U64(v) => json!(v),
+        Value::F64(v) => json!(v),
+        Value::Str(v) => json!(v.as_str()),
+        Value::Signature(v) => json!(v.to_string()),
+        Value::ObjectPath(v) => json!(v.as_str()),
+        Value::Variant(v) => to_json(v),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Dict(dict) => Json::Object(
+            dict.iter()
+                .map(|(k, v)| match to_json(k) {
+                    Json::String(key) => (key, to_json(v)),
+                    other => (other.to_string(), to_json(v)),
+                })
+                .collect(),
+        ),
+        Value::Structure(s) => Json::Array(s.fields().iter().map(to_json).collect()),
+        Value::Fd(fd) => json!(format!("fd {fd:?}")),
+    }
+}
+
+/// A value on one human line: strings quoted, containers as JSON.
+fn human(value: &Value<'_>) -> String {
+    to_json(value).to_string()
+}
+
+/// The human `status` text, from the Daemon interface's properties.
+pub fn status_text(properties: &HashMap<String, OwnedValue>) -> String {
+    let text = |name: &str| match properties.get(name).map(|v| to_json(v)) {
+        Some(Json::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => "?".to_owned(),
+    };
+    let with_address = |state: String, address: String| {
+        if address.is_empty() { state } else { format!("{state:<13} {address}") }
+    };
+    let presence = match properties.get("Presence").map(|v| to_json(v)) {
+        Some(Json::Array(parts)) => {
+            let show = parts.first().and_then(Json::as_str).unwrap_or("?");
+            match parts.get(1).and_then(Json::as_str) {
+                Some(status) if !status.is_empty() => format!("{show} ({status})"),
+                _ => show.to_owned(),
+            }
+        }
+        _ => "?".to_owned(),
+    };
+    format!(
+        "cusaxd {}\nSIP       {}\nXMPP      {}\nPresence  {}\n",
+        text("Version"),
+        with_address(text("SipState"), text("SipAddress")),
+        with_address(text("XmppState"), text("Jid")),
+        presence
+    )
+}
+
+pub fn property_events(
+    path: &str,
+    interface: &str,
+    changed: &HashMap<String, OwnedValue>,
+    invalidated: &[String],
+) -> Vec<Event> {
+    let mut names: Vec<&String> = changed.keys().collect();
+    names.sort();
+    let mut events: Vec<Event> = names
+        .into_iter()
+        .map(|name| {
+            let value = &changed[name];
+            Event {
+                human: format!("{path} {interface}.{name} = {}", human(value)),
+                json: json!({"event": "property", "path": path, "interface": interface,
+                             "property": name, "value": to_json(value)}),
+            }
+        })
+        .collect();
+    events.extend(invalidated.iter().map(|name| Event {
+        human: format!("{path} {interface}.{name} changed"),
+        json: json!({"event": "property", "path": path, "interface": interface, "property": name}),
+    }));
+    events
+}
+
+pub fn object_added(path: &str, interfaces: &HashMap<String, HashMap<String, OwnedValue>>) -> Event {
+    let mut names: Vec<&str> = interfaces.keys().map(String::as_str).collect();
+    names.sort();
+    let properties: serde_json::Map<String, Json> = interfaces
+        .iter()
+        .map(|(iface, props)| {
+            let props = props.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+            (iface.clone(), Json::Object(props))
+        })
+        .collect();
+    Event {
+        human: format!("{path} added ({})", names.join(", ")),
+        json: json!({"event": "added", "path": path, "interfaces": properties}),
+    }
+}
+
+pub fn object_removed(path: &str, interfaces: &[String]) -> Event {
+    Event {
+        human: format!("{path} removed ({})", interfaces.join(", ")),
+        json: json!({"event": "removed", "path": path, "interfaces": interfaces}),
+    }
+}
+
+pub fn daemon_presence(running: bool) -> Event {
+    let state = if running { "started" } else { "stopped" };
+    Event { human: format!("cusaxd {state}"), json: json!({"event": "daemon", "state": state}) }
+}
+
+pub fn signal(path: &str, interface: &str, member: &str, args: &[Value<'_>]) -> Event {
+    let args: Vec<Json> = args.iter().map(to_json).collect();
+    let shown: Vec<String> = args.iter().map(Json::to_string).collect();
+    Event {
+        human: format!("{path} {interface}.{member}({})", shown.join(", ")),
+        json: json!({"event": "signal", "path": path, "interface": interface, "member": member, "args": args}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::{ObjectPath, StructureBuilder};
+
+    #[test]
+    fn values_become_json() {
+        assert_eq!(to_json(&Value::from("sip:a@b")), json!("sip:a@b"));
+        assert_eq!(to_json(&Value::from(true)), json!(true));
+        let pair = StructureBuilder::new().add_field("away").add_field("On the phone").build().unwrap();
+        assert_eq!(to_json(&Value::from(pair)), json!(["away", "On the phone"]));
+        let path = ObjectPath::try_from("/org/cusax/Cusax1/call/1").unwrap();
+        assert_eq!(to_json(&Value::from(path)), json!("/org/cusax/Cusax1/call/1"));
+        assert_eq!(to_json(&Value::from(vec!["audio", "video"])), json!(["audio", "video"]));
+    }
+
+    #[test]
+    fn property_change_lines() {
+        let mut changed = HashMap::new();
+        changed.insert("SipAddress".to_owned(), OwnedValue::try_from(Value::from("sip:bob@x")).unwrap());
+        let events = property_events("/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", &changed, &[]);
+        assert_eq!(events[0].line(false), "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.SipAddress = \"sip:bob@x\"");
+        let json: Json = serde_json::from_str(&events[0].line(true)).unwrap();
+        assert_eq!(json["property"], "SipAddress");
+        assert_eq!(json["value"], "sip:bob@x");
+    }
+}

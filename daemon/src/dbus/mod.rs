@@ -1,0 +1,100 @@
+//! The D-Bus actor: serves `org.cusax.Cusax1` on the session bus.
+//!
+//! zbus runs the object server on our tokio runtime (no helper thread). Method calls become
+//! [`HubCommand`](crate::hub::HubCommand)s; a task follows the hub's published status and
+//! emits `PropertiesChanged` for every property whose value changed.
+
+mod daemon_object;
+mod error;
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use zbus::fdo::{DBusProxy, ObjectManager};
+use zbus::names::BusName;
+use zbus::{Connection, connection};
+
+pub use daemon_object::DaemonObject;
+pub use error::CusaxError;
+
+use crate::hub::{DaemonStatus, HubHandle};
+
+/// The well-known name the daemon owns on the session bus.
+pub const BUS_NAME: &str = "org.cusax.Cusax1";
+/// The root object: `ObjectManager` and the `Daemon` interface.
+pub const ROOT_PATH: &str = "/org/cusax/Cusax1";
+
+/// Why the D-Bus service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cusaxd is already running on this session bus ({BUS_NAME} is owned{})",
+        .pid.map(|p| format!(" by pid {p}")).unwrap_or_default())]
+    AlreadyRunning { pid: Option<u32> },
+    #[error("cannot serve {BUS_NAME} on the session bus: {0}")]
+    Bus(#[from] zbus::Error),
+}
+
+/// Connects to the session bus, exports the objects, then claims [`BUS_NAME`] (only then can
+/// callers reach us, so every object is in place before the first call). The name is never
+/// taken over from, or handed over to, another instance.
+pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
+    let daemon = DaemonObject::new(hub.clone());
+    let built = connection::Builder::session()
+        .serve_at(ROOT_PATH, ObjectManager)
+        .serve_at(ROOT_PATH, daemon)
+        .name(BUS_NAME)
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
+        .build()
+        .await;
+    let conn = match built {
+        Ok(conn) => conn,
+        Err(zbus::Error::NameTaken) => return Err(ServeError::AlreadyRunning { pid: owner_pid().await }),
+        Err(e) => return Err(e.into()),
+    };
+    tokio::spawn(publish_changes(conn.clone(), hub.status()));
+    Ok(conn)
+}
+
+/// The pid of the process that owns [`BUS_NAME`], to name it in the "already running" error.
+async fn owner_pid() -> Option<u32> {
+    let conn = Connection::session().await.ok()?;
+    let proxy = DBusProxy::new(&conn).await.ok()?;
+    let name = BusName::try_from(BUS_NAME).ok()?;
+    proxy.get_connection_unix_process_id(name).await.ok()
+}
+
+/// Emits `PropertiesChanged` for each `Daemon` property whose value differs from the last
+/// published snapshot. Ends when the hub is gone.
+async fn publish_changes(conn: Connection, mut status: watch::Receiver<DaemonStatus>) {
+    let mut shown = status.borrow_and_update().clone();
+    while status.changed().await.is_ok() {
+        let now = status.borrow_and_update().clone();
+        if let Err(e) = emit_changes(&conn, &shown, &now).await {
+            warn!(error = %e, "could not signal a property change");
+        }
+        shown = now;
+    }
+    debug!("hub gone; no more property changes");
+}
+
+async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStatus) -> zbus::Result<()> {
+    let iface = conn.object_server().interface::<_, DaemonObject>(ROOT_PATH).await?;
+    let emitter = iface.signal_emitter();
+    let object = iface.get().await;
+    if before.sip_state != now.sip_state {
+        object.sip_state_changed(emitter).await?;
+    }
+    if before.xmpp_state != now.xmpp_state {
+        object.xmpp_state_changed(emitter).await?;
+    }
+    if before.sip_address != now.sip_address {
+        object.sip_address_changed(emitter).await?;
+    }
+    if before.jid != now.jid {
+        object.jid_changed(emitter).await?;
+    }
+    if before.presence != now.presence {
+        object.presence_changed(emitter).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The hub: the one owner of the daemon's correlated state.
+//!
+//! Other actors send it [`HubCommand`]s through a [`HubHandle`] and read what it publishes as
+//! a [`DaemonStatus`] on a `watch` channel: readers always see a consistent snapshot, and a
+//! reader that falls behind skips to the newest one instead of queueing every change.
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError, ConfigSource};
+
+/// How the SIP account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipState {
+    /// No `[sip]` section in the config.
+    Unconfigured,
+    Unregistered,
+    Registering,
+    Registered,
+    Failed,
+}
+
+impl SipState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipState::Unconfigured => "unconfigured",
+            SipState::Unregistered => "unregistered",
+            SipState::Registering => "registering",
+            SipState::Registered => "registered",
+            SipState::Failed => "failed",
+        }
+    }
+}
+
+/// How the XMPP account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmppState {
+    /// No `[xmpp]` section in the config.
+    Unconfigured,
+    Offline,
+    Connecting,
+    Online,
+    Failed,
+}
+
+impl XmppState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XmppState::Unconfigured => "unconfigured",
+            XmppState::Offline => "offline",
+            XmppState::Connecting => "connecting",
+            XmppState::Online => "online",
+            XmppState::Failed => "failed",
+        }
+    }
+}
+
+/// Our own presence as contacts see it: `show` (`offline`, `available`, `chat`, `away`, `xa`,
+/// `dnd`) and a free-text status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub show: String,
+    pub status: String,
+}
+
+impl Presence {
+    pub fn offline() -> Self {
+        Self { show: "offline".into(), status: String::new() }
+    }
+}
+
+/// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonStatus {
+    pub sip_state: SipState,
+    pub xmpp_state: XmppState,
+    /// Our SIP address of record, or empty without a SIP account.
+    pub sip_address: String,
+    /// Our bare JID, or empty without an XMPP account.
+    pub jid: String,
+    pub presence: Presence,
+}
+
+impl DaemonStatus {
+    /// The status that follows from a config before any network activity: a configured account
+    /// is not registered or online until its stack says so.
+    fn from_config(config: &Config) -> Self {
+        Self {
+            sip_state: if config.sip.is_some() { SipState::Unregistered } else { SipState::Unconfigured },
+            xmpp_state: if config.xmpp.is_some() { XmppState::Offline } else { XmppState::Unconfigured },
+            sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
+            jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
+            presence: Presence::offline(),
+        }
+    }
+}
+
+/// A request to the hub.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Read the config file again and apply it; the old config stays when the new one is bad.
+    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
+}
+
+/// The hub is gone: the daemon is shutting down.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the daemon is shutting down")]
+pub struct HubGone;
+
+/// A cheap, cloneable way to talk to the hub.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    commands: mpsc::Sender<HubCommand>,
+    status: watch::Receiver<DaemonStatus>,
+}
+
+impl HubHandle {
+    pub async fn reload(&self) -> Result<Result<(), ConfigError>, HubGone> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(HubCommand::Reload { reply }).await.map_err(|_| HubGone)?;
+        answer.await.map_err(|_| HubGone)
+    }
+
+    /// A receiver of status snapshots; `changed()` wakes on every new one.
+    pub fn status(&self) -> watch::Receiver<DaemonStatus> {
+        self.status.clone()
+    }
+}
+
+/// Starts the hub task with a config that was already validated. The task ends when every
+/// [`HubHandle`] is dropped.
+pub fn spawn(source: ConfigSource, config: Config) -> HubHandle {
+    let (commands_tx, commands) = mpsc::channel(32);
+    let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
+    let hub = Hub { source, config, status: status_tx };
+    tokio::spawn(hub.run(commands));
+    HubHandle { commands: commands_tx, status }
+}
+
+struct Hub {
+    source: ConfigSource,
+    config: Config,
+    status: watch::Sender<DaemonStatus>,
+}
+
+impl Hub {
+    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>) {
+        while let Some(command) = commands.recv().await {
+            match command {
+                HubCommand::Reload { reply } => {
+                    let result = self.reload();
+                    // The caller may have timed out and gone; the reload stands either way.
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<(), ConfigError> {
+        let config = match Config::load(&self.source) {
+            Ok(config) => config,
+            Err(e) => {
+                warn!(error = %e, "reload refused; keeping the running config");
+                return Err(e);
+            }
+        };
+        if config == self.config {
+            info!(path = %self.source.path.display(), "config reloaded, unchanged");
+            return Ok(());
+        }
+        info!(path = %self.source.path.display(), "config reloaded");
+        let fresh = DaemonStatus::from_config(&config);
+        self.status.send_if_modified(|status| {
+            let before = status.clone();
+            // An account whose settings did not change keeps its live state.
+            if config.sip != self.config.sip {
+                status.sip_state = fresh.sip_state;
+                status.sip_address = fresh.sip_address.clone();
+            }
+            if config.xmpp != self.config.xmpp {
+                status.xmpp_state = fresh.xmpp_state;
+                status.jid = fresh.jid.clone();
+                status.presence = fresh.presence.clone();
+            }
+            *status != before
+        });
+        self.config = config;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(path: &std::path::Path, text: &str) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn reload_publishes_the_new_addresses_and_keeps_old_config_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        write(&path, "");
+        let source = ConfigSource { path: path.clone(), explicit: true };
+        let hub = spawn(source.clone(), Config::load(&source).unwrap());
+        let mut status = hub.status();
+        assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
+        assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);
+
+        write(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n");
+        hub.reload().await.unwrap().unwrap();
+        assert!(status.has_changed().unwrap());
+        let now = status.borrow_and_update().clone();
+        assert_eq!(now.sip_state, SipState::Unregistered);
+        assert_eq!(now.sip_address, "sip:alice@127.0.0.1");
+        assert_eq!(now.xmpp_state, XmppState::Offline);
+        assert_eq!(now.jid, "alice@localhost");
+
+        write(&path, "[sip]\naor = \"nonsense\"\n");
+        let refused = hub.reload().await.unwrap().unwrap_err();
+        assert_eq!(refused.name(), "bad-sip-uri");
+        assert!(!status.has_changed().unwrap());
+        assert_eq!(status.borrow().sip_address, "sip:alice@127.0.0.1");
+    }
+}

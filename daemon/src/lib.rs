@@ -1,0 +1,21 @@
+//! `cusaxd`: one SIP + XMPP communications endpoint for a Linux desktop, served on the D-Bus
+//! session bus as `org.cusax.Cusax1`.
+//!
+//! The daemon is a set of actors, each a tokio task that owns its state:
+//! - [`hub`] owns the correlated state (accounts, their states, presence). Every other actor
+//!   talks to it through [`hub::HubHandle`] (typed commands) and reads its published
+//!   [`hub::DaemonStatus`].
+//! - [`dbus`] serves the D-Bus API: it turns method calls into hub commands, and hub status
+//!   changes into `PropertiesChanged` signals.
+//!
+//! [`config`] reads and validates the config file; [`logging`] sets up tracing. `main.rs`
+//! wires them together. The protocol logic itself lives in the `cusax-protocol` crate, which
+//! does no I/O. See ARCHITECTURE.md for the whole map.
+
+pub mod config;
+pub mod dbus;
+pub mod hub;
+pub mod logging;
+
+/// The daemon's version, as shown by `--version` and the `Version` D-Bus property.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,12 @@
+//! Pure protocol logic of cusax, with no I/O: nothing here opens a socket, spawns a task or
+//! reads a clock. Time, when a piece needs it, comes in as an argument, so every behaviour can
+//! be tested deterministically in milliseconds.
+//!
+//! - [`sip`]: SIP addresses (and, as the SIP stack grows, messages, transactions, dialogs,
+//!   registration and digest authentication as sans-I/O state machines).
+//! - [`xmpp`]: XMPP addresses (and the CUSAX elements carried in stanzas).
+//!
+//! The daemon (`cusaxd`) drives these pieces from its actors; see ARCHITECTURE.md.
+
+pub mod sip;
+pub mod xmpp;

@@ -1,0 +1,154 @@
+//! SIP and SIPS URIs (RFC 3261 section 19.1) as cusax accepts them from users and config.
+//!
+//! Syntax is read by rsip; this layer adds what rsip leaves to its caller: it refuses trailing
+//! text that rsip's tokenizer would silently drop, schemes other than `sip`/`sips`, and (for an
+//! address of record) a URI without a user part.
+
+use std::fmt;
+
+use rsip::common::uri::{Host, Scheme, Tokenizer};
+
+/// Why a text is not an acceptable SIP URI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SipUriError {
+    #[error("empty SIP URI")]
+    Empty,
+    #[error("a SIP URI has no white space or control characters")]
+    BadCharacter,
+    #[error("not a SIP URI: {0}")]
+    Syntax(String),
+    #[error("a SIP URI starts with sip: or sips:")]
+    WrongScheme,
+    #[error("a SIP URI needs a host")]
+    NoHost,
+    #[error("not a host name: {0:?}")]
+    BadHost(String),
+    #[error("an address of record needs a user part (sip:user@host)")]
+    NoUser,
+}
+
+/// A parsed `sip:` or `sips:` URI, kept together with the text it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    text: String,
+    uri: rsip::Uri,
+}
+
+impl SipUri {
+    /// Reads any `sip:`/`sips:` URI: a registrar, a proxy, a call target.
+    pub fn parse(text: &str) -> Result<Self, SipUriError> {
+        if text.is_empty() {
+            return Err(SipUriError::Empty);
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SipUriError::BadCharacter);
+        }
+        let lower = text.get(..5).unwrap_or(text).to_ascii_lowercase();
+        if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
+            return Err(SipUriError::WrongScheme);
+        }
+        let (rest, tokens) = Tokenizer::tokenize(text.as_bytes())
+            .map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+        if !rest.is_empty() {
+            let rest = String::from_utf8_lossy(rest);
+            return Err(SipUriError::Syntax(format!("unexpected {:?}", short(&rest))));
+        }
+        let uri = rsip::Uri::try_from(tokens).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+        match uri.scheme {
+            Some(Scheme::Sip) | Some(Scheme::Sips) => {}
+            _ => return Err(SipUriError::WrongScheme),
+        }
+        if let Host::Domain(domain) = uri.host() {
+            let domain = domain.to_string();
+            if domain.is_empty() {
+                return Err(SipUriError::NoHost);
+            }
+            // RFC 3261 hostname: alphanumerics, '-' and '.'; rsip takes anything up to ':' or ';'.
+            if !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+                return Err(SipUriError::BadHost(short(&domain)));
+            }
+        }
+        Ok(Self { text: text.to_owned(), uri })
+    }
+
+    /// Reads an address of record: a SIP URI with a user part (`sip:alice@example.com`).
+    pub fn parse_aor(text: &str) -> Result<Self, SipUriError> {
+        let uri = Self::parse(text)?;
+        match uri.user() {
+            Some(user) if !user.is_empty() => Ok(uri),
+            _ => Err(SipUriError::NoUser),
+        }
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.uri.user()
+    }
+
+    /// The host part without the port, as written (a name or an IP literal).
+    pub fn host(&self) -> String {
+        self.uri.host().to_string()
+    }
+
+    pub fn is_sips(&self) -> bool {
+        matches!(self.uri.scheme, Some(Scheme::Sips))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// rsip's error texts echo the whole input; keep messages to a readable length.
+fn short(text: &str) -> String {
+    const MAX: usize = 80;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_aor_with_user_host_and_params() {
+        let uri = SipUri::parse_aor("sip:alice@example.com;transport=tcp").unwrap();
+        assert_eq!(uri.user(), Some("alice"));
+        assert_eq!(uri.host(), "example.com");
+        assert!(!uri.is_sips());
+        assert_eq!(uri.to_string(), "sip:alice@example.com;transport=tcp");
+        assert!(SipUri::parse_aor("sips:bob@127.0.0.1:5061").unwrap().is_sips());
+    }
+
+    #[test]
+    fn registrar_needs_no_user() {
+        let uri = SipUri::parse("sip:sip.example.com;transport=tls").unwrap();
+        assert_eq!(uri.user(), None);
+        assert_eq!(SipUri::parse_aor("sip:sip.example.com"), Err(SipUriError::NoUser));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_sip_uri() {
+        assert_eq!(SipUri::parse(""), Err(SipUriError::Empty));
+        assert_eq!(SipUri::parse("sip:al ice@example.com"), Err(SipUriError::BadCharacter));
+        assert_eq!(SipUri::parse("tel:+15551234"), Err(SipUriError::WrongScheme));
+        assert_eq!(SipUri::parse("alice@example.com"), Err(SipUriError::WrongScheme));
+        assert_eq!(SipUri::parse("http://example.com"), Err(SipUriError::WrongScheme));
+        assert!(matches!(SipUri::parse("sip:"), Err(SipUriError::Syntax(_) | SipUriError::NoHost)));
+        assert!(SipUri::parse("sip:alice@example.com>junk").is_err());
+    }
+
+    #[test]
+    fn never_panics_on_odd_bytes() {
+        for text in ["sip:@", "sip::::", "sips:a@[::1", "sip:a@b:99999999", "sip:\u{1F600}@x", "sip:a@b;;;="] {
+            let _ = SipUri::parse(text);
+        }
+    }
+}
