@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use zbus::fdo::{PeerProxy, PropertiesProxy};
 use zbus::message::Type as MessageType;
 use zbus::names::InterfaceName;
-use zbus::{OwnedVariant as OwnedValue, Structure};
 use zbus::{Connection, MatchRule, Message, MessageStream, connection};
+use zbus::{OwnedVariant as OwnedValue, Structure};
 
 const BUS_NAME: &str = "org.cusax.Cusax1";
 const ROOT_PATH: &str = "/org/cusax/Cusax1";
@@ -53,9 +53,7 @@ enum Command {
         json: bool,
     },
     /// Print a shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 fn parse_timeout(text: &str) -> Result<f64, String> {
@@ -73,7 +71,10 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "cusaxctl", &mut script);
         return write_stdout(&script);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cusaxctl: cannot start: {e}");
@@ -111,7 +112,9 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
 }
 
 async fn connect(timeout: Duration) -> anyhow::Result<Connection> {
-    let build = connection::Builder::session().method_timeout(timeout).build();
+    let build = connection::Builder::session()
+        .method_timeout(timeout)
+        .build();
     tokio::time::timeout(timeout, build)
         .await
         .map_err(|_| anyhow!("the session bus did not answer within {timeout:?}"))?
@@ -123,28 +126,39 @@ fn daemon_error(e: zbus::Error) -> anyhow::Error {
     let name = match &e {
         zbus::Error::MethodError(name, _, _) => name.as_str().to_owned(),
         zbus::Error::FDO(fdo) => match **fdo {
-            zbus::fdo::Error::ServiceUnknown(_) => "org.freedesktop.DBus.Error.ServiceUnknown".to_owned(),
-            zbus::fdo::Error::NameHasNoOwner(_) => "org.freedesktop.DBus.Error.NameHasNoOwner".to_owned(),
+            zbus::fdo::Error::ServiceUnknown(_) => {
+                "org.freedesktop.DBus.Error.ServiceUnknown".to_owned()
+            }
+            zbus::fdo::Error::NameHasNoOwner(_) => {
+                "org.freedesktop.DBus.Error.NameHasNoOwner".to_owned()
+            }
             _ => String::new(),
         },
         _ => String::new(),
     };
     match name.as_str() {
-        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+        | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
             anyhow!("cusaxd is not running on the session bus (nobody owns {BUS_NAME})")
         }
         _ => anyhow::Error::new(e).context("cusaxd did not answer"),
     }
 }
 
-async fn bounded<T>(timeout: Duration, call: impl Future<Output = zbus::Result<T>>) -> anyhow::Result<T> {
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> anyhow::Result<T> {
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => result.map_err(daemon_error),
         Err(_) => Err(anyhow!("cusaxd did not answer within {timeout:?}")),
     }
 }
 
-async fn daemon_properties(conn: &Connection, timeout: Duration) -> anyhow::Result<HashMap<String, OwnedValue>> {
+async fn daemon_properties(
+    conn: &Connection,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, OwnedValue>> {
     let proxy = PropertiesProxy::builder(conn)
         .destination(BUS_NAME)
         .path(ROOT_PATH)
@@ -152,14 +166,19 @@ async fn daemon_properties(conn: &Connection, timeout: Duration) -> anyhow::Resu
         .build()
         .await?;
     let iface = InterfaceName::try_from(DAEMON_IFACE)?;
-    bounded(timeout, async { proxy.get_all(iface).await.map_err(zbus::Error::from) }).await
+    bounded(timeout, async {
+        proxy.get_all(iface).await.map_err(zbus::Error::from)
+    })
+    .await
 }
 
 async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
     let properties = daemon_properties(conn, timeout).await?;
     let text = if json {
-        let object: serde_json::Map<String, serde_json::Value> =
-            properties.iter().map(|(name, value)| (name.clone(), render::to_json(value))).collect();
+        let object: serde_json::Map<String, serde_json::Value> = properties
+            .iter()
+            .map(|(name, value)| (name.clone(), render::to_json(value)))
+            .collect();
         format!("{}\n", serde_json::Value::Object(object))
     } else {
         render::status_text(&properties)
@@ -173,7 +192,10 @@ async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Res
 async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
     // Every signal the daemon sends (whichever process owns the name over time), and the
     // daemon coming and going.
-    let ours = MatchRule::builder().msg_type(MessageType::Signal).sender(BUS_NAME).build()?;
+    let ours = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(BUS_NAME)
+        .build()?;
     let owner = MatchRule::builder()
         .msg_type(MessageType::Signal)
         .sender("org.freedesktop.DBus")
@@ -181,12 +203,27 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
         .member("NameOwnerChanged")
         .arg(0, BUS_NAME)
         .build()?;
-    let mut signals = bounded(timeout, MessageStream::for_match_rule(ours, conn, NonZeroUsize::new(256))).await?;
-    let mut owners = bounded(timeout, MessageStream::for_match_rule(owner, conn, NonZeroUsize::new(16))).await?;
+    let mut signals = bounded(
+        timeout,
+        MessageStream::for_match_rule(ours, conn, NonZeroUsize::new(256)),
+    )
+    .await?;
+    let mut owners = bounded(
+        timeout,
+        MessageStream::for_match_rule(owner, conn, NonZeroUsize::new(16)),
+    )
+    .await?;
     // Fail clearly, now, when there is nothing to watch (this also starts an activatable
     // daemon that is not running yet).
-    let peer = bounded(timeout, PeerProxy::builder(conn).destination(BUS_NAME).path(ROOT_PATH).build()).await?;
-    bounded(timeout, async { peer.ping().await.map_err(zbus::Error::from) }).await?;
+    let peer = bounded(
+        timeout,
+        PeerProxy::builder(conn)
+            .destination(BUS_NAME)
+            .path(ROOT_PATH)
+            .build(),
+    )
+    .await?;
+    bounded(timeout, peer.ping()).await?;
     eprintln!("cusaxctl: watching {BUS_NAME}");
     loop {
         let (message, from_bus) = tokio::select! {
@@ -197,7 +234,10 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
         let Ok(message) = message else { continue };
         // zbus also hands the bus's own NameOwnerChanged for our name to the stream of the
         // daemon's signals; report it once, from the stream that asked for it.
-        let bus_signal = message.header().sender().is_some_and(|s| s.as_str() == "org.freedesktop.DBus");
+        let bus_signal = message
+            .header()
+            .sender()
+            .is_some_and(|s| s.as_str() == "org.freedesktop.DBus");
         if bus_signal != from_bus {
             continue;
         }
@@ -213,13 +253,18 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
 fn describe(message: &Message, json: bool) -> Vec<String> {
     let header = message.header();
     let path = header.path().map(|p| p.to_string()).unwrap_or_default();
-    let interface = header.interface().map(|i| i.to_string()).unwrap_or_default();
+    let interface = header
+        .interface()
+        .map(|i| i.to_string())
+        .unwrap_or_default();
     let member = header.member().map(|m| m.to_string()).unwrap_or_default();
     let body = message.body();
     let events = match (interface.as_str(), member.as_str()) {
         ("org.freedesktop.DBus.Properties", "PropertiesChanged") => {
             match body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>() {
-                Ok((iface, changed, invalidated)) => render::property_events(&path, &iface, &changed, &invalidated),
+                Ok((iface, changed, invalidated)) => {
+                    render::property_events(&path, &iface, &changed, &invalidated)
+                }
                 Err(_) => return Vec::new(),
             }
         }
@@ -229,16 +274,23 @@ fn describe(message: &Message, json: bool) -> Vec<String> {
                 Err(_) => return Vec::new(),
             }
         }
-        ("org.freedesktop.DBus.ObjectManager", "InterfacesRemoved") => match body.deserialize::<(String, Vec<String>)>() {
-            Ok((object, interfaces)) => vec![render::object_removed(&object, &interfaces)],
-            Err(_) => return Vec::new(),
-        },
-        ("org.freedesktop.DBus", "NameOwnerChanged") => match body.deserialize::<(String, String, String)>() {
-            Ok((_, _, new_owner)) => vec![render::daemon_presence(!new_owner.is_empty())],
-            Err(_) => return Vec::new(),
-        },
+        ("org.freedesktop.DBus.ObjectManager", "InterfacesRemoved") => {
+            match body.deserialize::<(String, Vec<String>)>() {
+                Ok((object, interfaces)) => vec![render::object_removed(&object, &interfaces)],
+                Err(_) => return Vec::new(),
+            }
+        }
+        ("org.freedesktop.DBus", "NameOwnerChanged") => {
+            match body.deserialize::<(String, String, String)>() {
+                Ok((_, _, new_owner)) => vec![render::daemon_presence(!new_owner.is_empty())],
+                Err(_) => return Vec::new(),
+            }
+        }
         _ => {
-            let args = body.deserialize::<Structure<'_>>().map(|s| s.into_fields()).unwrap_or_default();
+            let args = body
+                .deserialize::<Structure<'_>>()
+                .map(|s| s.into_fields())
+                .unwrap_or_default();
             vec![render::signal(&path, &interface, &member, &args)]
         }
     };

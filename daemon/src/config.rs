@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use cusax_protocol::sip::{SipUri, SipUriError};
 use cusax_protocol::xmpp::{AccountJid, AccountJidError};
-use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -33,10 +33,17 @@ impl ConfigSource {
     /// `--config PATH` when given, else the XDG config directory.
     pub fn resolve(explicit: Option<PathBuf>) -> Result<Self, ConfigError> {
         if let Some(path) = explicit {
-            return Ok(Self { path, explicit: true });
+            return Ok(Self {
+                path,
+                explicit: true,
+            });
         }
-        let dirs = directories::ProjectDirs::from("org", "cusax", "cusax").ok_or(ConfigError::NoHome)?;
-        Ok(Self { path: dirs.config_dir().join("config.toml"), explicit: false })
+        let dirs =
+            directories::ProjectDirs::from("org", "cusax", "cusax").ok_or(ConfigError::NoHome)?;
+        Ok(Self {
+            path: dirs.config_dir().join("config.toml"),
+            explicit: false,
+        })
     }
 }
 
@@ -169,7 +176,10 @@ pub struct CorrelationSettings {
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
-        Self { share_with: ShareWith::Mutual, thread_idle: Duration::from_secs(30 * 60) }
+        Self {
+            share_with: ShareWith::Mutual,
+            thread_idle: Duration::from_secs(30 * 60),
+        }
     }
 }
 
@@ -204,9 +214,18 @@ pub enum ConfigError {
     #[error("cannot find the home directory to locate the config; give --config PATH")]
     NoHome,
     #[error("{path}: cannot read the config: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {key}: {problem}")]
-    Invalid { path: PathBuf, line: usize, column: usize, key: String, problem: Problem },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        problem: Problem,
+    },
 }
 
 impl ConfigError {
@@ -272,10 +291,18 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !source.explicit => {
                 return Ok(Self::empty());
             }
-            Err(e) => return Err(ConfigError::Read { path: source.path.clone(), source: e }),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: source.path.clone(),
+                    source: e,
+                });
+            }
         };
         let mode = fs::metadata(&source.path)
-            .map_err(|e| ConfigError::Read { path: source.path.clone(), source: e })?
+            .map_err(|e| ConfigError::Read {
+                path: source.path.clone(),
+                source: e,
+            })?
             .permissions()
             .mode();
         Self::parse(&text, &source.path, mode)
@@ -298,17 +325,28 @@ impl Config {
     pub fn parse(text: &str, path: &Path, mode: u32) -> Result<Self, ConfigError> {
         let at = |span: Range<usize>, key: String, problem: Problem| {
             let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid { path: path.to_owned(), line, column, key, problem }
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                problem,
+            }
         };
         let table = DeTable::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            at(span, "(document)".into(), Problem::Syntax(e.message().to_owned()))
+            at(
+                span,
+                "(document)".into(),
+                Problem::Syntax(e.message().to_owned()),
+            )
         })?;
-        let raw = RawConfig::deserialize(toml::de::Deserializer::from(table.clone())).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (key, problem) = classify(e.message(), &table, &span);
-            at(span, key, problem)
-        })?;
+        let raw =
+            RawConfig::deserialize(toml::de::Deserializer::from(table.clone())).map_err(|e| {
+                let span = e.span().unwrap_or(0..0);
+                let (key, problem) = classify(e.message(), &table, &span);
+                at(span, key, problem)
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         validate(raw, base, mode).map_err(|(span, key, problem)| at(span, key, problem))
     }
@@ -346,7 +384,11 @@ fn classify(message: &str, table: &Spanned<DeTable<'_>>, span: &Range<usize>) ->
     } else {
         Problem::BadValue(first_line)
     };
-    let key = if path.is_empty() { "(document)".to_owned() } else { path.join(".") };
+    let key = if path.is_empty() {
+        "(document)".to_owned()
+    } else {
+        path.join(".")
+    };
     (key, problem)
 }
 
@@ -380,7 +422,10 @@ fn key_path_in_value(value: &DeValue<'_>, offset: usize) -> Option<Vec<String>> 
                     rest.insert(0, index.to_string());
                     Some(rest)
                 }
-                None => item.span().contains(&offset).then(|| vec![index.to_string()]),
+                None => item
+                    .span()
+                    .contains(&offset)
+                    .then(|| vec![index.to_string()]),
             }
         }),
         _ => None,
@@ -478,7 +523,9 @@ impl<'de> Deserialize<'de> for RawPassword {
                     }
                     secret = Some(map.next_value::<String>()?);
                 }
-                secret.map(RawPassword::SecretService).ok_or_else(|| de::Error::missing_field("secret"))
+                secret
+                    .map(RawPassword::SecretService)
+                    .ok_or_else(|| de::Error::missing_field("secret"))
             }
         }
         deserializer.deserialize_any(PasswordVisitor)
@@ -488,8 +535,14 @@ impl<'de> Deserialize<'de> for RawPassword {
 type Invalid = (Range<usize>, String, Problem);
 
 fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
-    let sip = raw.sip.map(|sip| validate_sip(sip, base, mode)).transpose()?;
-    let xmpp = raw.xmpp.map(|xmpp| validate_xmpp(xmpp, base, mode)).transpose()?;
+    let sip = raw
+        .sip
+        .map(|sip| validate_sip(sip, base, mode))
+        .transpose()?;
+    let xmpp = raw
+        .xmpp
+        .map(|xmpp| validate_xmpp(xmpp, base, mode))
+        .transpose()?;
     let extra_ca = raw
         .tls
         .extra_ca
@@ -502,21 +555,41 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
             let span = codecs.span();
             let list = codecs.into_inner();
             if list.is_empty() {
-                return Err((span, "media.codecs".into(), Problem::BadValue("name at least one codec".into())));
+                return Err((
+                    span,
+                    "media.codecs".into(),
+                    Problem::BadValue("name at least one codec".into()),
+                ));
             }
-            if let Some(repeat) = list.iter().enumerate().find(|(i, c)| list[..*i].contains(c)) {
-                let problem = Problem::BadValue(format!("{:?} is listed twice", repeat.1).to_lowercase());
+            if let Some(repeat) = list
+                .iter()
+                .enumerate()
+                .find(|(i, c)| list[..*i].contains(c))
+            {
+                let problem =
+                    Problem::BadValue(format!("{:?} is listed twice", repeat.1).to_lowercase());
                 return Err((span, "media.codecs".into(), problem));
             }
             list
         }
     };
-    let input = raw.media.input.map(|v| audio_endpoint(v, base, "media.input")).transpose()?;
-    let output = raw.media.output.map(|v| audio_endpoint(v, base, "media.output")).transpose()?;
+    let input = raw
+        .media
+        .input
+        .map(|v| audio_endpoint(v, base, "media.input"))
+        .transpose()?;
+    let output = raw
+        .media
+        .output
+        .map(|v| audio_endpoint(v, base, "media.output"))
+        .transpose()?;
     let thread_idle = match raw.correlation.thread_idle {
         None => CorrelationSettings::default().thread_idle,
         Some(text) => parse_duration(text.get_ref()).ok_or_else(|| {
-            let problem = Problem::BadValue(format!("{:?} is not a duration like \"90s\", \"30m\" or \"2h\"", text.get_ref()));
+            let problem = Problem::BadValue(format!(
+                "{:?} is not a duration like \"90s\", \"30m\" or \"2h\"",
+                text.get_ref()
+            ));
             (text.span(), "correlation.thread_idle".to_owned(), problem)
         })?,
     };
@@ -529,25 +602,41 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
             input: input.unwrap_or(defaults.input),
             output: output.unwrap_or(defaults.output),
         },
-        correlation: CorrelationSettings { share_with: raw.correlation.share_with, thread_idle },
-        presence: PresenceSettings { on_the_phone: raw.presence.on_the_phone },
+        correlation: CorrelationSettings {
+            share_with: raw.correlation.share_with,
+            thread_idle,
+        },
+        presence: PresenceSettings {
+            on_the_phone: raw.presence.on_the_phone,
+        },
     })
 }
 
 fn validate_sip(raw: RawSip, base: &Path, mode: u32) -> Result<SipAccount, Invalid> {
     let uri = |value: Spanned<String>, key: &str, aor: bool| {
-        let parsed = if aor { SipUri::parse_aor(value.get_ref()) } else { SipUri::parse(value.get_ref()) };
+        let parsed = if aor {
+            SipUri::parse_aor(value.get_ref())
+        } else {
+            SipUri::parse(value.get_ref())
+        };
         parsed.map_err(|e| (value.span(), key.to_owned(), Problem::from(e)))
     };
     let username = match raw.username {
         Some(name) if name.get_ref().is_empty() || name.get_ref().chars().any(char::is_control) => {
-            return Err((name.span(), "sip.username".into(), Problem::BadValue("empty or with control characters".into())));
+            return Err((
+                name.span(),
+                "sip.username".into(),
+                Problem::BadValue("empty or with control characters".into()),
+            ));
         }
         other => other.map(Spanned::into_inner),
     };
     Ok(SipAccount {
         aor: uri(raw.aor, "sip.aor", true)?,
-        registrar: raw.registrar.map(|v| uri(v, "sip.registrar", false)).transpose()?,
+        registrar: raw
+            .registrar
+            .map(|v| uri(v, "sip.registrar", false))
+            .transpose()?,
         proxy: raw.proxy.map(|v| uri(v, "sip.proxy", false)).transpose()?,
         username,
         password: secret(raw.password, raw.password_file, base, mode, "sip")?,
@@ -557,7 +646,8 @@ fn validate_sip(raw: RawSip, base: &Path, mode: u32) -> Result<SipAccount, Inval
 }
 
 fn validate_xmpp(raw: RawXmpp, base: &Path, mode: u32) -> Result<XmppAccount, Invalid> {
-    let jid = AccountJid::parse(raw.jid.get_ref()).map_err(|e| (raw.jid.span(), "xmpp.jid".to_owned(), Problem::from(e)))?;
+    let jid = AccountJid::parse(raw.jid.get_ref())
+        .map_err(|e| (raw.jid.span(), "xmpp.jid".to_owned(), Problem::from(e)))?;
     let server = raw
         .server
         .map(|text| {
@@ -567,7 +657,11 @@ fn validate_xmpp(raw: RawXmpp, base: &Path, mode: u32) -> Result<XmppAccount, In
             })
         })
         .transpose()?;
-    Ok(XmppAccount { jid, password: secret(raw.password, raw.password_file, base, mode, "xmpp")?, server })
+    Ok(XmppAccount {
+        jid,
+        password: secret(raw.password, raw.password_file, base, mode, "xmpp")?,
+        server,
+    })
 }
 
 fn secret(
@@ -586,9 +680,13 @@ fn secret(
         (Some(password), None) => {
             let span = password.span();
             match password.into_inner() {
-                RawPassword::Literal(_) if mode & 0o077 != 0 => {
-                    Err((span, format!("{section}.password"), Problem::ExposedPassword { mode: mode & 0o7777 }))
-                }
+                RawPassword::Literal(_) if mode & 0o077 != 0 => Err((
+                    span,
+                    format!("{section}.password"),
+                    Problem::ExposedPassword {
+                        mode: mode & 0o7777,
+                    },
+                )),
                 RawPassword::Literal(text) => Ok(Secret::Literal(text)),
                 RawPassword::SecretService(name) => Ok(Secret::SecretService(name)),
             }
@@ -598,10 +696,18 @@ fn secret(
             let span = file.span();
             let path = base.join(file.into_inner());
             let meta = fs::metadata(&path).map_err(|e| {
-                (span.clone(), key.clone(), Problem::PasswordFile(format!("{}: {e}", path.display())))
+                (
+                    span.clone(),
+                    key.clone(),
+                    Problem::PasswordFile(format!("{}: {e}", path.display())),
+                )
             })?;
             if !meta.is_file() {
-                return Err((span, key, Problem::PasswordFile(format!("{} is not a file", path.display()))));
+                return Err((
+                    span,
+                    key,
+                    Problem::PasswordFile(format!("{} is not a file", path.display())),
+                ));
             }
             let file_mode = meta.permissions().mode() & 0o7777;
             if file_mode & 0o077 != 0 {
@@ -622,20 +728,40 @@ fn readable_file(value: Spanned<PathBuf>, base: &Path, key: &str) -> Result<Path
     let path = base.join(value.into_inner());
     match fs::metadata(&path) {
         Ok(meta) if meta.is_file() => Ok(path),
-        Ok(_) => Err((span, key.to_owned(), Problem::BadValue(format!("{} is not a file", path.display())))),
-        Err(e) => Err((span, key.to_owned(), Problem::BadValue(format!("{}: {e}", path.display())))),
+        Ok(_) => Err((
+            span,
+            key.to_owned(),
+            Problem::BadValue(format!("{} is not a file", path.display())),
+        )),
+        Err(e) => Err((
+            span,
+            key.to_owned(),
+            Problem::BadValue(format!("{}: {e}", path.display())),
+        )),
     }
 }
 
-fn audio_endpoint(value: Spanned<String>, base: &Path, key: &str) -> Result<AudioEndpoint, Invalid> {
+fn audio_endpoint(
+    value: Spanned<String>,
+    base: &Path,
+    key: &str,
+) -> Result<AudioEndpoint, Invalid> {
     let span = value.span();
     let text = value.into_inner();
     match text.as_str() {
         "default" => Ok(AudioEndpoint::Default),
         "null" => Ok(AudioEndpoint::Null),
-        "" => Err((span, key.to_owned(), Problem::BadValue("empty device name; use \"default\"".into()))),
+        "" => Err((
+            span,
+            key.to_owned(),
+            Problem::BadValue("empty device name; use \"default\"".into()),
+        )),
         _ => match text.strip_prefix("file:") {
-            Some("") => Err((span, key.to_owned(), Problem::BadValue("file: needs a path to a .wav file".into()))),
+            Some("") => Err((
+                span,
+                key.to_owned(),
+                Problem::BadValue("file: needs a path to a .wav file".into()),
+            )),
             Some(file) => Ok(AudioEndpoint::File(base.join(file))),
             None => Ok(AudioEndpoint::Device(text)),
         },
@@ -645,12 +771,20 @@ fn audio_endpoint(value: Spanned<String>, base: &Path, key: &str) -> Result<Audi
 /// `host:port` or `[v6]:port`.
 fn parse_server(text: &str) -> Option<ServerAddress> {
     let (host, port) = text.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
     let valid = !host.is_empty()
         && (host.parse::<std::net::IpAddr>().is_ok()
-            || host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
-    valid.then(|| ServerAddress { host: host.to_owned(), port })
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    valid.then(|| ServerAddress {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// `"90s"`, `"30m"`, `"2h"`: a whole number and one unit.
@@ -676,7 +810,9 @@ mod tests {
 
     fn error(text: &str) -> (String, usize, String) {
         match parse(text) {
-            Err(ConfigError::Invalid { line, key, problem, .. }) => (problem.name().to_owned(), line, key),
+            Err(ConfigError::Invalid {
+                line, key, problem, ..
+            }) => (problem.name().to_owned(), line, key),
             other => panic!("expected an invalid config, got {other:?}"),
         }
     }
@@ -685,7 +821,10 @@ mod tests {
     fn empty_file_means_no_accounts_and_defaults() {
         let config = parse("").unwrap();
         assert_eq!(config, Config::empty());
-        assert_eq!(config.media.codecs, vec![Codec::Opus, Codec::Pcmu, Codec::Pcma]);
+        assert_eq!(
+            config.media.codecs,
+            vec![Codec::Opus, Codec::Pcmu, Codec::Pcma]
+        );
         assert_eq!(config.correlation.thread_idle, Duration::from_secs(1800));
     }
 
@@ -729,9 +868,18 @@ on_the_phone = "pep-only"
         let xmpp = config.xmpp.unwrap();
         assert_eq!(xmpp.jid.to_string(), "alice@example.org");
         assert_eq!(xmpp.password, Secret::Literal("hunter2".into()));
-        assert_eq!(xmpp.server, Some(ServerAddress { host: "::1".into(), port: 5222 }));
+        assert_eq!(
+            xmpp.server,
+            Some(ServerAddress {
+                host: "::1".into(),
+                port: 5222
+            })
+        );
         assert_eq!(config.media.codecs, vec![Codec::Pcma, Codec::Opus]);
-        assert_eq!(config.media.input, AudioEndpoint::File("/etc/cusax-test/tone.wav".into()));
+        assert_eq!(
+            config.media.input,
+            AudioEndpoint::File("/etc/cusax-test/tone.wav".into())
+        );
         assert_eq!(config.media.output, AudioEndpoint::Null);
         assert_eq!(config.correlation.share_with, ShareWith::Roster);
         assert_eq!(config.correlation.thread_idle, Duration::from_secs(600));
@@ -740,19 +888,58 @@ on_the_phone = "pep-only"
 
     #[test]
     fn each_bad_input_is_named_with_line_and_key() {
-        assert_eq!(error("[sip]\naor = \"sip:a@b\"\nfoo = 1\n"), ("unknown-key".into(), 3, "sip.foo".into()));
-        assert_eq!(error("[nonsense]\n"), ("unknown-key".into(), 1, "nonsense".into()));
-        assert_eq!(error("[xmpp]\njid = 5\n"), ("wrong-type".into(), 2, "xmpp.jid".into()));
-        assert_eq!(error("[sip]\n\naor = \"tel:+1555\"\n"), ("bad-sip-uri".into(), 3, "sip.aor".into()));
-        assert_eq!(error("[sip]\naor = \"sip:example.com\"\n"), ("bad-sip-uri".into(), 2, "sip.aor".into()));
-        assert_eq!(error("[xmpp]\njid = \"example.org\"\n"), ("bad-jid".into(), 2, "xmpp.jid".into()));
-        assert_eq!(error("[xmpp]\npassword = \"x\"\n"), ("missing-key".into(), 1, "xmpp.jid".into()));
-        assert_eq!(error("[sip]\naor = \"sip:a@b\"\ntransport = \"sctp\"\n"), ("bad-value".into(), 3, "sip.transport".into()));
-        assert_eq!(error("[media]\ncodecs = [\"pcmu\", \"g729\"]\n"), ("bad-value".into(), 2, "media.codecs.1".into()));
-        assert_eq!(error("[media]\ncodecs = [\"pcmu\", \"pcmu\"]\n"), ("bad-value".into(), 2, "media.codecs".into()));
-        assert_eq!(error("[correlation]\nthread_idle = \"soon\"\n"), ("bad-value".into(), 2, "correlation.thread_idle".into()));
-        assert_eq!(error("[xmpp]\njid = \"a@b\"\nserver = \"b\"\n"), ("bad-value".into(), 3, "xmpp.server".into()));
-        assert_eq!(error("[sip]\naor = \"sip:a@b\"\npassword = { vault = \"x\" }\n"), ("unknown-key".into(), 3, "sip.password.vault".into()));
+        assert_eq!(
+            error("[sip]\naor = \"sip:a@b\"\nfoo = 1\n"),
+            ("unknown-key".into(), 3, "sip.foo".into())
+        );
+        assert_eq!(
+            error("[nonsense]\n"),
+            ("unknown-key".into(), 1, "nonsense".into())
+        );
+        assert_eq!(
+            error("[xmpp]\njid = 5\n"),
+            ("wrong-type".into(), 2, "xmpp.jid".into())
+        );
+        assert_eq!(
+            error("[sip]\n\naor = \"tel:+1555\"\n"),
+            ("bad-sip-uri".into(), 3, "sip.aor".into())
+        );
+        assert_eq!(
+            error("[sip]\naor = \"sip:example.com\"\n"),
+            ("bad-sip-uri".into(), 2, "sip.aor".into())
+        );
+        assert_eq!(
+            error("[xmpp]\njid = \"example.org\"\n"),
+            ("bad-jid".into(), 2, "xmpp.jid".into())
+        );
+        assert_eq!(
+            error("[xmpp]\npassword = \"x\"\n"),
+            ("missing-key".into(), 1, "xmpp.jid".into())
+        );
+        assert_eq!(
+            error("[sip]\naor = \"sip:a@b\"\ntransport = \"sctp\"\n"),
+            ("bad-value".into(), 3, "sip.transport".into())
+        );
+        assert_eq!(
+            error("[media]\ncodecs = [\"pcmu\", \"g729\"]\n"),
+            ("bad-value".into(), 2, "media.codecs.1".into())
+        );
+        assert_eq!(
+            error("[media]\ncodecs = [\"pcmu\", \"pcmu\"]\n"),
+            ("bad-value".into(), 2, "media.codecs".into())
+        );
+        assert_eq!(
+            error("[correlation]\nthread_idle = \"soon\"\n"),
+            ("bad-value".into(), 2, "correlation.thread_idle".into())
+        );
+        assert_eq!(
+            error("[xmpp]\njid = \"a@b\"\nserver = \"b\"\n"),
+            ("bad-value".into(), 3, "xmpp.server".into())
+        );
+        assert_eq!(
+            error("[sip]\naor = \"sip:a@b\"\npassword = { vault = \"x\" }\n"),
+            ("unknown-key".into(), 3, "sip.password.vault".into())
+        );
         assert_eq!(error("x = \n"), ("syntax".into(), 1, "(document)".into()));
     }
 
@@ -760,7 +947,12 @@ on_the_phone = "pep-only"
     fn literal_password_needs_a_private_file() {
         let text = "[xmpp]\njid = \"a@b\"\npassword = \"hunter2\"\n";
         match Config::parse(text, Path::new("/x/config.toml"), 0o100644) {
-            Err(ConfigError::Invalid { line: 3, key, problem: Problem::ExposedPassword { mode: 0o644 }, .. }) => {
+            Err(ConfigError::Invalid {
+                line: 3,
+                key,
+                problem: Problem::ExposedPassword { mode: 0o644 },
+                ..
+            }) => {
                 assert_eq!(key, "xmpp.password")
             }
             other => panic!("{other:?}"),
@@ -786,14 +978,22 @@ on_the_phone = "pep-only"
         let config = Config::parse(text, &config_path, 0o644).unwrap();
         assert_eq!(config.sip.unwrap().password, Secret::File(file));
         let missing = "[sip]\naor = \"sip:a@b\"\npassword_file = \"nope\"\n";
-        assert_eq!(Config::parse(missing, &config_path, 0o644).unwrap_err().name(), "password-file");
+        assert_eq!(
+            Config::parse(missing, &config_path, 0o644)
+                .unwrap_err()
+                .name(),
+            "password-file"
+        );
     }
 
     #[test]
     fn error_text_names_file_line_and_key() {
         let e = parse("[sip]\naor = \"sip:a@b\"\nfoo = 1\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("/etc/cusax-test/config.toml:3:1: sip.foo: [unknown-key]"), "{text}");
+        assert!(
+            text.starts_with("/etc/cusax-test/config.toml:3:1: sip.foo: [unknown-key]"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -809,8 +1009,14 @@ on_the_phone = "pep-only"
         assert_eq!(parse_duration("0m"), None);
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("99999999999999999999h"), None);
-        assert_eq!(parse_server("xmpp.example.org:5222").unwrap().to_string(), "xmpp.example.org:5222");
-        assert_eq!(parse_server("[::1]:5222").unwrap().to_string(), "[::1]:5222");
+        assert_eq!(
+            parse_server("xmpp.example.org:5222").unwrap().to_string(),
+            "xmpp.example.org:5222"
+        );
+        assert_eq!(
+            parse_server("[::1]:5222").unwrap().to_string(),
+            "[::1]:5222"
+        );
         assert_eq!(parse_server("host:0"), None);
         assert_eq!(parse_server(":5222"), None);
         assert_eq!(parse_server("bad host:1"), None);

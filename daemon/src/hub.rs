@@ -65,7 +65,10 @@ pub struct Presence {
 
 impl Presence {
     pub fn offline() -> Self {
-        Self { show: "offline".into(), status: String::new() }
+        Self {
+            show: "offline".into(),
+            status: String::new(),
+        }
     }
 }
 
@@ -86,10 +89,26 @@ impl DaemonStatus {
     /// is not registered or online until its stack says so.
     fn from_config(config: &Config) -> Self {
         Self {
-            sip_state: if config.sip.is_some() { SipState::Unregistered } else { SipState::Unconfigured },
-            xmpp_state: if config.xmpp.is_some() { XmppState::Offline } else { XmppState::Unconfigured },
-            sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
-            jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
+            sip_state: if config.sip.is_some() {
+                SipState::Unregistered
+            } else {
+                SipState::Unconfigured
+            },
+            xmpp_state: if config.xmpp.is_some() {
+                XmppState::Offline
+            } else {
+                XmppState::Unconfigured
+            },
+            sip_address: config
+                .sip
+                .as_ref()
+                .map(|s| s.aor.to_string())
+                .unwrap_or_default(),
+            jid: config
+                .xmpp
+                .as_ref()
+                .map(|x| x.jid.to_string())
+                .unwrap_or_default(),
             presence: Presence::offline(),
         }
     }
@@ -99,7 +118,9 @@ impl DaemonStatus {
 #[derive(Debug)]
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
-    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
+    Reload {
+        reply: oneshot::Sender<Result<(), ConfigError>>,
+    },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -117,7 +138,10 @@ pub struct HubHandle {
 impl HubHandle {
     pub async fn reload(&self) -> Result<Result<(), ConfigError>, HubGone> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(HubCommand::Reload { reply }).await.map_err(|_| HubGone)?;
+        self.commands
+            .send(HubCommand::Reload { reply })
+            .await
+            .map_err(|_| HubGone)?;
         answer.await.map_err(|_| HubGone)
     }
 
@@ -132,9 +156,16 @@ impl HubHandle {
 pub fn spawn(source: ConfigSource, config: Config) -> HubHandle {
     let (commands_tx, commands) = mpsc::channel(32);
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
-    let hub = Hub { source, config, status: status_tx };
+    let hub = Hub {
+        source,
+        config,
+        status: status_tx,
+    };
     tokio::spawn(hub.run(commands));
-    HubHandle { commands: commands_tx, status }
+    HubHandle {
+        commands: commands_tx,
+        status,
+    }
 }
 
 struct Hub {
@@ -205,13 +236,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         write(&path, "");
-        let source = ConfigSource { path: path.clone(), explicit: true };
+        let source = ConfigSource {
+            path: path.clone(),
+            explicit: true,
+        };
         let hub = spawn(source.clone(), Config::load(&source).unwrap());
         let mut status = hub.status();
         assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
         assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);
 
-        write(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n");
+        write(
+            &path,
+            "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n",
+        );
         hub.reload().await.unwrap().unwrap();
         assert!(status.has_changed().unwrap());
         let now = status.borrow_and_update().clone();

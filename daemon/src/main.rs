@@ -31,7 +31,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let loaded = ConfigSource::resolve(args.config).and_then(|source| Ok((Config::load(&source)?, source)));
+    let loaded =
+        ConfigSource::resolve(args.config).and_then(|source| Ok((Config::load(&source)?, source)));
     let (config, source) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -44,7 +45,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the tokio runtime");
@@ -61,8 +65,14 @@ fn main() -> ExitCode {
 }
 
 fn summary(config: &Config) -> String {
-    let sip = config.sip.as_ref().map_or("no SIP account".to_owned(), |s| format!("SIP {}", s.aor));
-    let xmpp = config.xmpp.as_ref().map_or("no XMPP account".to_owned(), |x| format!("XMPP {}", x.jid));
+    let sip = config
+        .sip
+        .as_ref()
+        .map_or("no SIP account".to_owned(), |s| format!("SIP {}", s.aor));
+    let xmpp = config
+        .xmpp
+        .as_ref()
+        .map_or("no XMPP account".to_owned(), |x| format!("XMPP {}", x.jid));
     format!("{sip}, {xmpp}")
 }
 
@@ -78,10 +88,19 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     info!(name = dbus::BUS_NAME, "ready on the session bus");
     notify(&[NotifyState::Ready]);
 
+    let name_lost = dbus::name_lost(&conn);
+    tokio::pin!(name_lost);
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            lost = &mut name_lost => {
+                notify(&[NotifyState::Stopping]);
+                return match lost {
+                    Ok(()) => Err(anyhow::anyhow!("lost {} on the session bus; stopping", dbus::BUS_NAME)),
+                    Err(e) => Err(anyhow::Error::new(e).context("watching the session bus")),
+                };
+            }
             _ = hangup.recv() => match hub.reload().await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(error = %e, "SIGHUP: config not reloaded"),
@@ -92,7 +111,12 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     info!("stopping");
     notify(&[NotifyState::Stopping]);
     // Let callers see the name go at once; the process exit would release it too.
-    match tokio::time::timeout(Duration::from_millis(500), conn.release_name(dbus::BUS_NAME)).await {
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        conn.release_name(dbus::BUS_NAME),
+    )
+    .await
+    {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "could not release the bus name"),
         Err(_) => warn!("releasing the bus name timed out"),

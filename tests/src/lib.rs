@@ -1,1 +1,399 @@
+//! Support for cusax's end-to-end tests: real processes on loopback, each one stopped by its
+//! PID when its guard is dropped, also when a test fails.
+//!
+//! - [`PrivateBus`]: a `dbus-daemon` of the test's own (a user has one cusaxd per bus).
+//! - [`Testbed`]: Prosody, Kamailio and friends through `testbed/testbed.sh`, on ports of
+//!   the test's own, so tests run in parallel.
+//! - [`Cusaxd`]: the daemon under test on a private bus; [`cusaxctl`] runs the CLI against it.
+//!
+//! The binaries come from the workspace's target directory: build them first with
+//! `cargo build --workspace --bins` (the README's test command does).
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use tempfile::TempDir;
+
+/// How long a process may take to become ready, or to stop, before the test calls it hung.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The repository's top folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A workspace binary (`cusaxd`, `cusaxctl`) next to the running test's `deps/` folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// Ports no other test of this run has taken, and free on 127.0.0.1 and ::1 for TCP and UDP
+/// when handed out.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    // Each test process starts at its own offset, so two runs at once rarely meet.
+    static TAKEN: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 3000) as u16 * 10;
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        let port = base + TAKEN.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 60000, "ran out of test ports");
+        if port_is_free(port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+fn port_is_free(port: u16) -> bool {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    [v4, v6]
+        .iter()
+        .all(|addr| TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok())
+}
+
+/// Whether a process still runs: not gone and not a zombie (testbed NOTES.md section 1).
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child to exit, at most `limit`; returns its status and how long it took.
+pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<(ExitStatus, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some((status, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Stops a child by PID: TERM, then KILL after [`PATIENCE`]. Always reaps it.
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    signal(child.id(), "TERM");
+    if wait_for_exit(child, PATIENCE).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Writes a file readable by its owner only (configs with passwords must be).
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// A private D-Bus session bus. Services in `services_dir` can be started by activation; the
+/// activated processes get `XDG_CONFIG_HOME` and `HOME` inside the bus's own folder.
+pub struct PrivateBus {
+    child: Child,
+    address: String,
+    dir: TempDir,
+}
+
+impl PrivateBus {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let services = dir.path().join("services");
+        let home = dir.path().join("home");
+        fs::create_dir_all(&services)?;
+        fs::create_dir_all(home.join(".config"))?;
+        let config = dir.path().join("bus.conf");
+        fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}/bus</listen>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display(),
+                services.display()
+            ),
+        )?;
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start dbus-daemon (install the dbus package)")?;
+        let mut line = String::new();
+        let read = child
+            .stdout
+            .take()
+            .map(|out| BufReader::new(out).read_line(&mut line));
+        if !matches!(read, Some(Ok(n)) if n > 0) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("dbus-daemon printed no address");
+        }
+        Ok(Self {
+            child,
+            address: line.trim().to_owned(),
+            dir,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Where D-Bus activation files for this bus go.
+    pub fn services_dir(&self) -> PathBuf {
+        self.dir.path().join("services")
+    }
+
+    /// `$XDG_CONFIG_HOME` of services this bus activates.
+    pub fn config_home(&self) -> PathBuf {
+        self.dir.path().join("home/.config")
+    }
+
+    /// A command with this bus as its session bus.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// Runs `cusaxctl ARGS` against a bus, bounded by its own `--timeout`.
+pub fn cusaxctl(bus: &PrivateBus, args: &[&str]) -> Output {
+    bus.command(binary("cusaxctl"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run cusaxctl: {e}"))
+}
+
+/// Runs `busctl --user ARGS` against a bus.
+pub fn busctl(bus: &PrivateBus, args: &[&str]) -> Output {
+    bus.command("busctl")
+        .arg("--user")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run busctl: {e}"))
+}
+
+/// `cusaxd` on a private bus, with its stderr in a log file.
+pub struct Cusaxd {
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Cusaxd {
+    /// Starts `cusaxd --config CONFIG` and waits until it owns its bus name.
+    pub fn start(bus: &PrivateBus, config: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("cusaxd.log");
+        let child = bus
+            .command(binary("cusaxd"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("start cusaxd")?;
+        let mut daemon = Self {
+            child,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            if daemon.log_text().contains("ready on the session bus") {
+                return Ok(daemon);
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                bail!(
+                    "cusaxd exited ({status}) before it was ready:\n{}",
+                    daemon.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "cusaxd not ready after {PATIENCE:?}:\n{}",
+            daemon.log_text()
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `SIGNAL` (TERM, INT) and waits for the exit: its status and how long it took.
+    pub fn stop_with(mut self, signal_name: &str) -> anyhow::Result<(ExitStatus, Duration)> {
+        signal(self.child.id(), signal_name);
+        wait_for_exit(&mut self.child, PATIENCE)
+            .ok_or_else(|| anyhow!("cusaxd still running {PATIENCE:?} after SIG{signal_name}"))
+    }
+}
+
+impl Drop for Cusaxd {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// The loopback servers of `testbed/testbed.sh`, on ports of their own.
+pub struct Testbed {
+    dir: TempDir,
+    pub ports: BTreeMap<&'static str, u16>,
+    running: bool,
+}
+
+impl Testbed {
+    /// Starts the named services (`prosody`, `kamailio`, `pulse`, `dbus`) and waits until each
+    /// answers its protocol. A failed start stops whatever did start.
+    pub fn start(services: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let names = [
+            "XMPP_C2S_PORT",
+            "XMPP_C2S_TLS_PORT",
+            "SIP_PORT",
+            "SIP_TLS_PORT",
+            "KAM_CTL_PORT",
+        ];
+        let ports: BTreeMap<&'static str, u16> =
+            names.into_iter().zip(free_ports(names.len())).collect();
+        let mut testbed = Self {
+            dir,
+            ports,
+            running: true,
+        };
+        let output = testbed
+            .script("up")
+            .env("TESTBED_SERVICES", services.join(" "))
+            .output()?;
+        if !output.status.success() {
+            let log = String::from_utf8_lossy(&output.stderr).into_owned();
+            testbed.stop()?;
+            bail!("testbed.sh up failed:\n{log}");
+        }
+        Ok(testbed)
+    }
+
+    fn script(&self, action: &str) -> Command {
+        let mut command = Command::new(repo_root().join("tests/testbed/testbed.sh"));
+        command
+            .arg(action)
+            .arg(self.dir.path())
+            .envs(self.ports.iter().map(|(k, v)| (k, v.to_string())));
+        command.stdin(Stdio::null());
+        command
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    /// The PIDs the test bed recorded, by service name.
+    pub fn pids(&self) -> BTreeMap<String, u32> {
+        let Ok(entries) = fs::read_dir(self.dir.path().join("pids")) else {
+            return BTreeMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.path().file_stem()?.to_string_lossy().into_owned();
+                let pid = fs::read_to_string(entry.path()).ok()?.trim().parse().ok()?;
+                Some((name, pid))
+            })
+            .collect()
+    }
+
+    /// Stops every service by PID and returns what `testbed.sh down` reported.
+    pub fn stop(&mut self) -> anyhow::Result<String> {
+        if !self.running {
+            return Ok(String::new());
+        }
+        self.running = false;
+        let output = self.script("down").output()?;
+        let report = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            bail!("testbed.sh down failed:\n{report}");
+        }
+        Ok(report)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

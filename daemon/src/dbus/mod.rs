@@ -7,6 +7,7 @@
 mod daemon_object;
 mod error;
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 use zbus::fdo::{DBusProxy, ObjectManager};
@@ -48,11 +49,28 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
         .await;
     let conn = match built {
         Ok(conn) => conn,
-        Err(zbus::Error::NameTaken) => return Err(ServeError::AlreadyRunning { pid: owner_pid().await }),
+        Err(zbus::Error::NameTaken) => {
+            return Err(ServeError::AlreadyRunning {
+                pid: owner_pid().await,
+            });
+        }
         Err(e) => return Err(e.into()),
     };
     tokio::spawn(publish_changes(conn.clone(), hub.status()));
     Ok(conn)
+}
+
+/// Resolves once we no longer own [`BUS_NAME`]: the bus went away (the session ended), or
+/// the name was taken. Either way this daemon can no longer be reached.
+pub async fn name_lost(conn: &Connection) -> zbus::Result<()> {
+    let proxy = DBusProxy::new(conn).await?;
+    let mut lost = proxy.receive_name_lost().await?;
+    while let Some(signal) = lost.next().await {
+        if signal.args()?.name() == BUS_NAME {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The pid of the process that owns [`BUS_NAME`], to name it in the "already running" error.
@@ -77,8 +95,15 @@ async fn publish_changes(conn: Connection, mut status: watch::Receiver<DaemonSta
     debug!("hub gone; no more property changes");
 }
 
-async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStatus) -> zbus::Result<()> {
-    let iface = conn.object_server().interface::<_, DaemonObject>(ROOT_PATH).await?;
+async fn emit_changes(
+    conn: &Connection,
+    before: &DaemonStatus,
+    now: &DaemonStatus,
+) -> zbus::Result<()> {
+    let iface = conn
+        .object_server()
+        .interface::<_, DaemonObject>(ROOT_PATH)
+        .await?;
     let emitter = iface.signal_emitter();
     let object = iface.get().await;
     if before.sip_state != now.sip_state {

@@ -51,9 +51,13 @@ impl SipUri {
             .map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         if !rest.is_empty() {
             let rest = String::from_utf8_lossy(rest);
-            return Err(SipUriError::Syntax(format!("unexpected {:?}", short(&rest))));
+            return Err(SipUriError::Syntax(format!(
+                "unexpected {:?}",
+                short(&rest)
+            )));
         }
-        let uri = rsip::Uri::try_from(tokens).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+        let uri =
+            rsip::Uri::try_from(tokens).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         match uri.scheme {
             Some(Scheme::Sip) | Some(Scheme::Sips) => {}
             _ => return Err(SipUriError::WrongScheme),
@@ -64,11 +68,17 @@ impl SipUri {
                 return Err(SipUriError::NoHost);
             }
             // RFC 3261 hostname: alphanumerics, '-' and '.'; rsip takes anything up to ':' or ';'.
-            if !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            if !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
                 return Err(SipUriError::BadHost(short(&domain)));
             }
         }
-        Ok(Self { text: text.to_owned(), uri })
+        Ok(Self {
+            text: text.to_owned(),
+            uri,
+        })
     }
 
     /// Reads an address of record: a SIP URI with a user part (`sip:alice@example.com`).
@@ -124,30 +134,59 @@ mod tests {
         assert_eq!(uri.host(), "example.com");
         assert!(!uri.is_sips());
         assert_eq!(uri.to_string(), "sip:alice@example.com;transport=tcp");
-        assert!(SipUri::parse_aor("sips:bob@127.0.0.1:5061").unwrap().is_sips());
+        assert!(
+            SipUri::parse_aor("sips:bob@127.0.0.1:5061")
+                .unwrap()
+                .is_sips()
+        );
     }
 
     #[test]
     fn registrar_needs_no_user() {
         let uri = SipUri::parse("sip:sip.example.com;transport=tls").unwrap();
         assert_eq!(uri.user(), None);
-        assert_eq!(SipUri::parse_aor("sip:sip.example.com"), Err(SipUriError::NoUser));
+        assert_eq!(
+            SipUri::parse_aor("sip:sip.example.com"),
+            Err(SipUriError::NoUser)
+        );
     }
 
     #[test]
     fn refuses_what_is_not_a_sip_uri() {
         assert_eq!(SipUri::parse(""), Err(SipUriError::Empty));
-        assert_eq!(SipUri::parse("sip:al ice@example.com"), Err(SipUriError::BadCharacter));
-        assert_eq!(SipUri::parse("tel:+15551234"), Err(SipUriError::WrongScheme));
-        assert_eq!(SipUri::parse("alice@example.com"), Err(SipUriError::WrongScheme));
-        assert_eq!(SipUri::parse("http://example.com"), Err(SipUriError::WrongScheme));
-        assert!(matches!(SipUri::parse("sip:"), Err(SipUriError::Syntax(_) | SipUriError::NoHost)));
+        assert_eq!(
+            SipUri::parse("sip:al ice@example.com"),
+            Err(SipUriError::BadCharacter)
+        );
+        assert_eq!(
+            SipUri::parse("tel:+15551234"),
+            Err(SipUriError::WrongScheme)
+        );
+        assert_eq!(
+            SipUri::parse("alice@example.com"),
+            Err(SipUriError::WrongScheme)
+        );
+        assert_eq!(
+            SipUri::parse("http://example.com"),
+            Err(SipUriError::WrongScheme)
+        );
+        assert!(matches!(
+            SipUri::parse("sip:"),
+            Err(SipUriError::Syntax(_) | SipUriError::NoHost)
+        ));
         assert!(SipUri::parse("sip:alice@example.com>junk").is_err());
     }
 
     #[test]
     fn never_panics_on_odd_bytes() {
-        for text in ["sip:@", "sip::::", "sips:a@[::1", "sip:a@b:99999999", "sip:\u{1F600}@x", "sip:a@b;;;="] {
+        for text in [
+            "sip:@",
+            "sip::::",
+            "sips:a@[::1",
+            "sip:a@b:99999999",
+            "sip:\u{1F600}@x",
+            "sip:a@b;;;=",
+        ] {
             let _ = SipUri::parse(text);
         }
     }

@@ -1,0 +1,405 @@
+//! cusaxd on a private session bus, driven the way users drive it: `cusaxctl`, `busctl`,
+//! `gdbus`, signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cusax_tests::{
+    Cusaxd, PATIENCE, PrivateBus, alive, busctl, cusaxctl, wait_for_exit, write_private,
+};
+use serde_json::{Value, json};
+
+const BOTH_ACCOUNTS: &str = "[sip]\naor = \"sip:alice@127.0.0.1\"\npassword = \"secret-alice\"\n\
+                             [xmpp]\njid = \"alice@localhost\"\npassword = \"secret-alice\"\n";
+
+fn config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    write_private(&path, text).unwrap();
+    path
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn status_json(bus: &PrivateBus) -> Value {
+    let out = cusaxctl(bus, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "cusaxctl status --json: {}",
+        stderr(&out)
+    );
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)))
+}
+
+#[test]
+fn cusaxctl_and_busctl_read_every_daemon_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &config(dir.path(), BOTH_ACCOUNTS)).unwrap();
+
+    let status = status_json(&bus);
+    let expected = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "SipState": "unregistered",
+        "XmppState": "offline",
+        "SipAddress": "sip:alice@127.0.0.1",
+        "Jid": "alice@localhost",
+        "Presence": ["offline", ""],
+    });
+    assert_eq!(status, expected);
+
+    let busctl_expected = [
+        ("Version", format!("s \"{}\"", env!("CARGO_PKG_VERSION"))),
+        ("SipState", "s \"unregistered\"".to_owned()),
+        ("XmppState", "s \"offline\"".to_owned()),
+        ("SipAddress", "s \"sip:alice@127.0.0.1\"".to_owned()),
+        ("Jid", "s \"alice@localhost\"".to_owned()),
+        ("Presence", "(ss) \"offline\" \"\"".to_owned()),
+    ];
+    for (property, value) in busctl_expected {
+        let out = busctl(
+            &bus,
+            &[
+                "get-property",
+                "org.cusax.Cusax1",
+                "/org/cusax/Cusax1",
+                "org.cusax.Cusax1.Daemon",
+                property,
+            ],
+        );
+        assert!(out.status.success(), "busctl {property}: {}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), value, "busctl get-property {property}");
+    }
+
+    let human = cusaxctl(&bus, &["status"]);
+    assert!(human.status.success());
+    let text = stdout(&human);
+    assert!(
+        text.contains("SIP       unregistered  sip:alice@127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("XMPP      offline       alice@localhost"),
+        "{text}"
+    );
+    assert!(text.contains("Presence  offline"), "{text}");
+}
+
+#[test]
+fn without_accounts_the_daemon_says_unconfigured() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &config(dir.path(), "")).unwrap();
+    let status = status_json(&bus);
+    assert_eq!(status["SipState"], "unconfigured");
+    assert_eq!(status["XmppState"], "unconfigured");
+    assert_eq!(status["SipAddress"], "");
+    assert_eq!(status["Jid"], "");
+}
+
+/// `cusaxctl watch` with its stdout lines on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(bus: &PrivateBus, json: bool) -> Self {
+        let mut command = bus.command(cusax_tests::binary("cusaxctl"));
+        command.arg("watch");
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The watch is subscribed once it says so on stderr.
+        let mut ready = String::new();
+        let err = child.stderr.take().unwrap();
+        BufReader::new(err).read_line(&mut ready).unwrap();
+        assert!(
+            ready.contains("watching org.cusax.Cusax1"),
+            "watch did not start: {ready}"
+        );
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line, or `None` after `PATIENCE`.
+    fn next(&self) -> Option<String> {
+        self.lines.recv_timeout(PATIENCE).ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_prints_property_changes_when_reload_changes_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "[sip]\naor = \"sip:alice@127.0.0.1\"\n");
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &path).unwrap();
+    let human = Watch::start(&bus, false);
+    let json = Watch::start(&bus, true);
+
+    write_private(&path, "[sip]\naor = \"sip:bob@127.0.0.1\"\n").unwrap();
+    let out = busctl(
+        &bus,
+        &[
+            "call",
+            "org.cusax.Cusax1",
+            "/org/cusax/Cusax1",
+            "org.cusax.Cusax1.Daemon",
+            "Reload",
+        ],
+    );
+    assert!(out.status.success(), "Reload: {}", stderr(&out));
+
+    assert_eq!(
+        human.next().as_deref(),
+        Some("/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.SipAddress = \"sip:bob@127.0.0.1\"")
+    );
+    let line = json.next().expect("a JSON line");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        event,
+        json!({"event": "property", "path": "/org/cusax/Cusax1", "interface": "org.cusax.Cusax1.Daemon",
+               "property": "SipAddress", "value": "sip:bob@127.0.0.1"})
+    );
+
+    // Adding the XMPP account changes two properties: one line each.
+    write_private(
+        &path,
+        "[sip]\naor = \"sip:bob@127.0.0.1\"\n[xmpp]\njid = \"bob@localhost\"\n",
+    )
+    .unwrap();
+    let out = busctl(
+        &bus,
+        &[
+            "call",
+            "org.cusax.Cusax1",
+            "/org/cusax/Cusax1",
+            "org.cusax.Cusax1.Daemon",
+            "Reload",
+        ],
+    );
+    assert!(out.status.success());
+    let mut lines = vec![human.next().unwrap(), human.next().unwrap()];
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.Jid = \"bob@localhost\"",
+            "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.XmppState = \"offline\"",
+        ]
+    );
+}
+
+#[test]
+fn reload_of_a_bad_config_is_a_named_error_and_keeps_the_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), BOTH_ACCOUNTS);
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &path).unwrap();
+
+    write_private(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\nfoo = true\n").unwrap();
+    let out = bus
+        .command("gdbus")
+        .args([
+            "call",
+            "--session",
+            "-d",
+            "org.cusax.Cusax1",
+            "-o",
+            "/org/cusax/Cusax1",
+        ])
+        .args(["-m", "org.cusax.Cusax1.Daemon.Reload"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.contains("org.cusax.Cusax1.Error.InvalidConfig"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("{}:3:1: sip.foo: [unknown-key]", path.display())),
+        "{error}"
+    );
+
+    let status = status_json(&bus);
+    assert_eq!(status["Jid"], "alice@localhost");
+    assert_eq!(status["XmppState"], "offline");
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start(&bus, &path).unwrap();
+    let watch = Watch::start(&bus, false);
+    write_private(&path, "[xmpp]\njid = \"carol@localhost\"\n").unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    let mut lines = vec![watch.next().unwrap(), watch.next().unwrap()];
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.Jid = \"carol@localhost\"",
+            "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.XmppState = \"offline\"",
+        ]
+    );
+}
+
+#[test]
+fn a_second_instance_on_the_same_bus_exits_saying_already_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), BOTH_ACCOUNTS);
+    let bus = PrivateBus::start().unwrap();
+    let first = Cusaxd::start(&bus, &path).unwrap();
+    let second = bus
+        .command(cusax_tests::binary("cusaxd"))
+        .arg("--config")
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let error = stderr(&second);
+    assert!(
+        error.contains(&format!(
+            "cusaxd is already running on this session bus (org.cusax.Cusax1 is owned by pid {})",
+            first.pid()
+        )),
+        "{error}"
+    );
+    // The first one is untouched and still answers.
+    assert_eq!(status_json(&bus)["SipAddress"], "sip:alice@127.0.0.1");
+    assert!(alive(first.pid()));
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_daemon_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), BOTH_ACCOUNTS);
+    let bus = PrivateBus::start().unwrap();
+    for signal in ["TERM", "INT"] {
+        let daemon = Cusaxd::start(&bus, &path).unwrap();
+        let (status, took) = daemon.stop_with(signal).unwrap();
+        assert!(status.success(), "SIG{signal}: exit {status}");
+        eprintln!("SIG{signal}: cusaxd exited in {took:?}");
+        let out = cusaxctl(&bus, &["status"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "the name must be gone after SIG{signal}"
+        );
+    }
+}
+
+#[test]
+fn cusaxctl_says_clearly_when_the_daemon_is_not_running() {
+    let bus = PrivateBus::start().unwrap();
+    for args in [&["status"][..], &["status", "--json"], &["watch"]] {
+        let out = cusaxctl(&bus, args);
+        assert_eq!(out.status.code(), Some(1), "cusaxctl {args:?}");
+        assert_eq!(
+            stderr(&out).trim(),
+            "cusaxctl: cusaxd is not running on the session bus (nobody owns org.cusax.Cusax1)",
+            "cusaxctl {args:?}"
+        );
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn cusaxctl_without_any_bus_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(cusax_tests::binary("cusaxctl"))
+        .args(["--timeout", "2", "status"])
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}/no-bus", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot connect to the D-Bus session bus"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_daemon_stops_when_its_session_bus_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start(&bus, &config(dir.path(), "")).unwrap();
+    let pid = daemon.pid();
+    drop(bus);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = daemon.log_text();
+    assert!(!alive(pid), "cusaxd still runs without its bus:\n{log}");
+    assert!(
+        log.contains("lost org.cusax.Cusax1 on the session bus"),
+        "{log}"
+    );
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(cusax_tests::binary("cusaxctl"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = stdout(&out);
+        assert!(
+            script.contains("watch") && script.contains("status"),
+            "{shell}: {script}"
+        );
+    }
+    // A reader that closes the pipe early is not an error (crates.md 7.7).
+    let mut child = std::process::Command::new(cusax_tests::binary("cusaxctl"))
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let (status, _) = wait_for_exit(&mut child, PATIENCE).unwrap();
+    assert!(status.success(), "completions into a closed pipe: {status}");
+}
