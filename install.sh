@@ -8,8 +8,8 @@
 #   ./install.sh --from target/debug --prefix /tmp/x          # binaries from another build
 #
 # The unit's ExecStart= and the activation file's Exec= are written with the installed path.
-# A user install (--prefix ~/.local) also needs ~/.local/share in XDG_DATA_DIRS for D-Bus
-# activation, and the unit linked into ~/.config/systemd/user (`systemctl --user link`).
+# The unit goes where the systemd user manager looks: PREFIX/lib/systemd/user for /usr and
+# /usr/local, ~/.local/share/systemd/user for a --prefix ~/.local install.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=/usr/local destdir="" from="$here/target/release"
@@ -25,10 +25,14 @@ for b in cusaxd cusaxctl; do
   [ -x "$from/$b" ] || { echo "install.sh: $from/$b not found: run cargo build --release first" >&2; exit 1; }
 done
 root=$destdir$prefix
+case $prefix in
+  "$HOME/.local") unitdir=share/systemd/user ;;
+  *) unitdir=lib/systemd/user ;;
+esac
 install -Dm755 "$from/cusaxd" "$root/bin/cusaxd"
 install -Dm755 "$from/cusaxctl" "$root/bin/cusaxctl"
 sed "s#^ExecStart=.*#ExecStart=$prefix/bin/cusaxd#" "$here/systemd/cusaxd.service" |
-  install -Dm644 /dev/stdin "$root/lib/systemd/user/cusaxd.service"
+  install -Dm644 /dev/stdin "$root/$unitdir/cusaxd.service"
 sed "s#^Exec=.*#Exec=$prefix/bin/cusaxd#" "$here/dbus/org.cusax.Cusax1.service" |
   install -Dm644 /dev/stdin "$root/share/dbus-1/services/org.cusax.Cusax1.service"
 install -Dm644 "$here/dbus/org.cusax.Cusax1.xml" "$root/share/dbus-1/interfaces/org.cusax.Cusax1.xml"

@@ -71,10 +71,7 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "cusaxctl", &mut script);
         return write_stdout(&script);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cusaxctl: cannot start: {e}");
@@ -112,9 +109,7 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
 }
 
 async fn connect(timeout: Duration) -> anyhow::Result<Connection> {
-    let build = connection::Builder::session()
-        .method_timeout(timeout)
-        .build();
+    let build = connection::Builder::session().method_timeout(timeout).build();
     tokio::time::timeout(timeout, build)
         .await
         .map_err(|_| anyhow!("the session bus did not answer within {timeout:?}"))?
@@ -125,30 +120,24 @@ async fn connect(timeout: Duration) -> anyhow::Result<Connection> {
 fn daemon_error(e: zbus::Error) -> anyhow::Error {
     let name = match &e {
         zbus::Error::MethodError(name, _, _) => name.as_str().to_owned(),
-        zbus::Error::FDO(fdo) => match **fdo {
-            zbus::fdo::Error::ServiceUnknown(_) => {
-                "org.freedesktop.DBus.Error.ServiceUnknown".to_owned()
-            }
-            zbus::fdo::Error::NameHasNoOwner(_) => {
-                "org.freedesktop.DBus.Error.NameHasNoOwner".to_owned()
-            }
-            _ => String::new(),
-        },
+        zbus::Error::FDO(fdo) => zbus::DBusError::name(&**fdo).to_string(),
         _ => String::new(),
     };
     match name.as_str() {
-        "org.freedesktop.DBus.Error.ServiceUnknown"
-        | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
             anyhow!("cusaxd is not running on the session bus (nobody owns {BUS_NAME})")
+        }
+        spawn
+            if spawn.starts_with("org.freedesktop.DBus.Error.Spawn.")
+                || spawn.starts_with("org.freedesktop.systemd1.") =>
+        {
+            anyhow::Error::new(e).context("cusaxd is not running, and D-Bus activation could not start it")
         }
         _ => anyhow::Error::new(e).context("cusaxd did not answer"),
     }
 }
 
-async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = zbus::Result<T>>,
-) -> anyhow::Result<T> {
+async fn bounded<T>(timeout: Duration, call: impl Future<Output = zbus::Result<T>>) -> anyhow::Result<T> {
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => result.map_err(daemon_error),
         Err(_) => Err(anyhow!("cusaxd did not answer within {timeout:?}")),
@@ -166,19 +155,14 @@ async fn daemon_properties(
         .build()
         .await?;
     let iface = InterfaceName::try_from(DAEMON_IFACE)?;
-    bounded(timeout, async {
-        proxy.get_all(iface).await.map_err(zbus::Error::from)
-    })
-    .await
+    bounded(timeout, async { proxy.get_all(iface).await.map_err(zbus::Error::from) }).await
 }
 
 async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
     let properties = daemon_properties(conn, timeout).await?;
     let text = if json {
-        let object: serde_json::Map<String, serde_json::Value> = properties
-            .iter()
-            .map(|(name, value)| (name.clone(), render::to_json(value)))
-            .collect();
+        let object: serde_json::Map<String, serde_json::Value> =
+            properties.iter().map(|(name, value)| (name.clone(), render::to_json(value))).collect();
         format!("{}\n", serde_json::Value::Object(object))
     } else {
         render::status_text(&properties)
@@ -192,10 +176,7 @@ async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Res
 async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
     // Every signal the daemon sends (whichever process owns the name over time), and the
     // daemon coming and going.
-    let ours = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(BUS_NAME)
-        .build()?;
+    let ours = MatchRule::builder().msg_type(MessageType::Signal).sender(BUS_NAME).build()?;
     let owner = MatchRule::builder()
         .msg_type(MessageType::Signal)
         .sender("org.freedesktop.DBus")
@@ -203,26 +184,14 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
         .member("NameOwnerChanged")
         .arg(0, BUS_NAME)
         .build()?;
-    let mut signals = bounded(
-        timeout,
-        MessageStream::for_match_rule(ours, conn, NonZeroUsize::new(256)),
-    )
-    .await?;
-    let mut owners = bounded(
-        timeout,
-        MessageStream::for_match_rule(owner, conn, NonZeroUsize::new(16)),
-    )
-    .await?;
+    let mut signals =
+        bounded(timeout, MessageStream::for_match_rule(ours, conn, NonZeroUsize::new(256))).await?;
+    let mut owners =
+        bounded(timeout, MessageStream::for_match_rule(owner, conn, NonZeroUsize::new(16))).await?;
     // Fail clearly, now, when there is nothing to watch (this also starts an activatable
     // daemon that is not running yet).
-    let peer = bounded(
-        timeout,
-        PeerProxy::builder(conn)
-            .destination(BUS_NAME)
-            .path(ROOT_PATH)
-            .build(),
-    )
-    .await?;
+    let peer =
+        bounded(timeout, PeerProxy::builder(conn).destination(BUS_NAME).path(ROOT_PATH).build()).await?;
     bounded(timeout, peer.ping()).await?;
     eprintln!("cusaxctl: watching {BUS_NAME}");
     loop {
@@ -234,10 +203,7 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
         let Ok(message) = message else { continue };
         // zbus also hands the bus's own NameOwnerChanged for our name to the stream of the
         // daemon's signals; report it once, from the stream that asked for it.
-        let bus_signal = message
-            .header()
-            .sender()
-            .is_some_and(|s| s.as_str() == "org.freedesktop.DBus");
+        let bus_signal = message.header().sender().is_some_and(|s| s.as_str() == "org.freedesktop.DBus");
         if bus_signal != from_bus {
             continue;
         }
@@ -253,10 +219,7 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
 fn describe(message: &Message, json: bool) -> Vec<String> {
     let header = message.header();
     let path = header.path().map(|p| p.to_string()).unwrap_or_default();
-    let interface = header
-        .interface()
-        .map(|i| i.to_string())
-        .unwrap_or_default();
+    let interface = header.interface().map(|i| i.to_string()).unwrap_or_default();
     let member = header.member().map(|m| m.to_string()).unwrap_or_default();
     let body = message.body();
     let events = match (interface.as_str(), member.as_str()) {
@@ -287,10 +250,7 @@ fn describe(message: &Message, json: bool) -> Vec<String> {
             }
         }
         _ => {
-            let args = body
-                .deserialize::<Structure<'_>>()
-                .map(|s| s.into_fields())
-                .unwrap_or_default();
+            let args = body.deserialize::<Structure<'_>>().map(|s| s.into_fields()).unwrap_or_default();
             vec![render::signal(&path, &interface, &member, &args)]
         }
     };

@@ -13,11 +13,7 @@ pub struct Event {
 
 impl Event {
     pub fn line(&self, json: bool) -> String {
-        if json {
-            self.json.to_string()
-        } else {
-            self.human.clone()
-        }
+        if json { self.json.to_string() } else { self.human.clone() }
     }
 }
 
@@ -64,11 +60,7 @@ pub fn status_text(properties: &HashMap<String, OwnedValue>) -> String {
         None => "?".to_owned(),
     };
     let with_address = |state: String, address: String| {
-        if address.is_empty() {
-            state
-        } else {
-            format!("{state:<13} {address}")
-        }
+        if address.is_empty() { state } else { format!("{state:<13} {address}") }
     };
     let presence = match properties.get("Presence").map(|v| to_json(v)) {
         Some(Json::Array(parts)) => {
@@ -115,10 +107,7 @@ pub fn property_events(
     events
 }
 
-pub fn object_added(
-    path: &str,
-    interfaces: &HashMap<String, HashMap<String, OwnedValue>>,
-) -> Event {
+pub fn object_added(path: &str, interfaces: &HashMap<String, HashMap<String, OwnedValue>>) -> Event {
     let mut names: Vec<&str> = interfaces.keys().map(String::as_str).collect();
     names.sort();
     let properties: serde_json::Map<String, Json> = interfaces
@@ -143,10 +132,7 @@ pub fn object_removed(path: &str, interfaces: &[String]) -> Event {
 
 pub fn daemon_presence(running: bool) -> Event {
     let state = if running { "started" } else { "stopped" };
-    Event {
-        human: format!("cusaxd {state}"),
-        json: json!({"event": "daemon", "state": state}),
-    }
+    Event { human: format!("cusaxd {state}"), json: json!({"event": "daemon", "state": state}) }
 }
 
 pub fn signal(path: &str, interface: &str, member: &str, args: &[Value<'_>]) -> Event {
@@ -168,36 +154,18 @@ mod tests {
     fn values_become_json() {
         assert_eq!(to_json(&Value::from("sip:a@b")), json!("sip:a@b"));
         assert_eq!(to_json(&Value::from(true)), json!(true));
-        let pair = StructureBuilder::new()
-            .add_field("away")
-            .add_field("On the phone")
-            .build()
-            .unwrap();
+        let pair = StructureBuilder::new().add_field("away").add_field("On the phone").build().unwrap();
         assert_eq!(to_json(&Value::from(pair)), json!(["away", "On the phone"]));
         let path = ObjectPath::try_from("/org/cusax/Cusax1/call/1").unwrap();
-        assert_eq!(
-            to_json(&Value::from(path)),
-            json!("/org/cusax/Cusax1/call/1")
-        );
-        assert_eq!(
-            to_json(&Value::from(vec!["audio", "video"])),
-            json!(["audio", "video"])
-        );
+        assert_eq!(to_json(&Value::from(path)), json!("/org/cusax/Cusax1/call/1"));
+        assert_eq!(to_json(&Value::from(vec!["audio", "video"])), json!(["audio", "video"]));
     }
 
     #[test]
     fn property_change_lines() {
         let mut changed = HashMap::new();
-        changed.insert(
-            "SipAddress".to_owned(),
-            OwnedValue::try_from(Value::from("sip:bob@x")).unwrap(),
-        );
-        let events = property_events(
-            "/org/cusax/Cusax1",
-            "org.cusax.Cusax1.Daemon",
-            &changed,
-            &[],
-        );
+        changed.insert("SipAddress".to_owned(), OwnedValue::try_from(Value::from("sip:bob@x")).unwrap());
+        let events = property_events("/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", &changed, &[]);
         assert_eq!(
             events[0].line(false),
             "/org/cusax/Cusax1 org.cusax.Cusax1.Daemon.SipAddress = \"sip:bob@x\""

@@ -33,17 +33,10 @@ impl ConfigSource {
     /// `--config PATH` when given, else the XDG config directory.
     pub fn resolve(explicit: Option<PathBuf>) -> Result<Self, ConfigError> {
         if let Some(path) = explicit {
-            return Ok(Self {
-                path,
-                explicit: true,
-            });
+            return Ok(Self { path, explicit: true });
         }
-        let dirs =
-            directories::ProjectDirs::from("org", "cusax", "cusax").ok_or(ConfigError::NoHome)?;
-        Ok(Self {
-            path: dirs.config_dir().join("config.toml"),
-            explicit: false,
-        })
+        let dirs = directories::ProjectDirs::from("org", "cusax", "cusax").ok_or(ConfigError::NoHome)?;
+        Ok(Self { path: dirs.config_dir().join("config.toml"), explicit: false })
     }
 }
 
@@ -176,10 +169,7 @@ pub struct CorrelationSettings {
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
-        Self {
-            share_with: ShareWith::Mutual,
-            thread_idle: Duration::from_secs(30 * 60),
-        }
+        Self { share_with: ShareWith::Mutual, thread_idle: Duration::from_secs(30 * 60) }
     }
 }
 
@@ -214,18 +204,9 @@ pub enum ConfigError {
     #[error("cannot find the home directory to locate the config; give --config PATH")]
     NoHome,
     #[error("{path}: cannot read the config: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {key}: {problem}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: String,
-        problem: Problem,
-    },
+    Invalid { path: PathBuf, line: usize, column: usize, key: String, problem: Problem },
 }
 
 impl ConfigError {
@@ -239,34 +220,25 @@ impl ConfigError {
     }
 }
 
-/// What is wrong at one place in the config file.
-#[derive(Debug, thiserror::Error)]
+/// What is wrong at one place in the config file. Displays as `[name] detail`.
+#[derive(Debug)]
 pub enum Problem {
-    #[error("[syntax] {0}")]
     Syntax(String),
-    #[error("[unknown-key] {0}")]
     UnknownKey(String),
-    #[error("[missing-key] {0}")]
     MissingKey(String),
-    #[error("[wrong-type] {0}")]
     WrongType(String),
-    #[error("[bad-value] {0}")]
     BadValue(String),
-    #[error("[bad-sip-uri] {0}")]
-    BadSipUri(#[from] SipUriError),
-    #[error("[bad-jid] {0}")]
-    BadJid(#[from] AccountJidError),
-    #[error(
-        "[exposed-password] a literal password needs a config file only its owner can read \
-         (mode {mode:04o} lets group or others read it): chmod 600 the file, or use \
-         password_file or {{ secret = \"...\" }}"
-    )]
-    ExposedPassword { mode: u32 },
-    #[error("[password-file] {0}")]
+    BadSipUri(SipUriError),
+    BadJid(AccountJidError),
+    /// A literal password in a config file that group or others can access.
+    ExposedPassword {
+        mode: u32,
+    },
     PasswordFile(String),
 }
 
 impl Problem {
+    /// The short, stable name of the problem (`unknown-key`, `bad-sip-uri`, ...).
     pub fn name(&self) -> &'static str {
         match self {
             Problem::Syntax(_) => "syntax",
@@ -282,6 +254,42 @@ impl Problem {
     }
 }
 
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] ", self.name())?;
+        match self {
+            Problem::Syntax(detail)
+            | Problem::UnknownKey(detail)
+            | Problem::MissingKey(detail)
+            | Problem::WrongType(detail)
+            | Problem::BadValue(detail)
+            | Problem::PasswordFile(detail) => f.write_str(detail),
+            Problem::BadSipUri(e) => e.fmt(f),
+            Problem::BadJid(e) => e.fmt(f),
+            Problem::ExposedPassword { mode } => write!(
+                f,
+                "a literal password needs a config file only its owner can access (mode {mode:04o} \
+                 gives group or others access): chmod 600 the file, or use password_file or \
+                 {{ secret = \"...\" }}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl From<SipUriError> for Problem {
+    fn from(e: SipUriError) -> Self {
+        Problem::BadSipUri(e)
+    }
+}
+
+impl From<AccountJidError> for Problem {
+    fn from(e: AccountJidError) -> Self {
+        Problem::BadJid(e)
+    }
+}
+
 impl Config {
     /// Reads and validates the config. A missing file at the default location means "no
     /// accounts yet"; a missing file given with `--config` is an error.
@@ -292,17 +300,11 @@ impl Config {
                 return Ok(Self::empty());
             }
             Err(e) => {
-                return Err(ConfigError::Read {
-                    path: source.path.clone(),
-                    source: e,
-                });
+                return Err(ConfigError::Read { path: source.path.clone(), source: e });
             }
         };
         let mode = fs::metadata(&source.path)
-            .map_err(|e| ConfigError::Read {
-                path: source.path.clone(),
-                source: e,
-            })?
+            .map_err(|e| ConfigError::Read { path: source.path.clone(), source: e })?
             .permissions()
             .mode();
         Self::parse(&text, &source.path, mode)
@@ -325,28 +327,17 @@ impl Config {
     pub fn parse(text: &str, path: &Path, mode: u32) -> Result<Self, ConfigError> {
         let at = |span: Range<usize>, key: String, problem: Problem| {
             let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                key,
-                problem,
-            }
+            ConfigError::Invalid { path: path.to_owned(), line, column, key, problem }
         };
         let table = DeTable::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            at(
-                span,
-                "(document)".into(),
-                Problem::Syntax(e.message().to_owned()),
-            )
+            at(span, "(document)".into(), Problem::Syntax(e.message().to_owned()))
         })?;
-        let raw =
-            RawConfig::deserialize(toml::de::Deserializer::from(table.clone())).map_err(|e| {
-                let span = e.span().unwrap_or(0..0);
-                let (key, problem) = classify(e.message(), &table, &span);
-                at(span, key, problem)
-            })?;
+        let raw = RawConfig::deserialize(toml::de::Deserializer::from(table.clone())).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (key, problem) = classify(e.message(), &table, &span);
+            at(span, key, problem)
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         validate(raw, base, mode).map_err(|(span, key, problem)| at(span, key, problem))
     }
@@ -384,11 +375,7 @@ fn classify(message: &str, table: &Spanned<DeTable<'_>>, span: &Range<usize>) ->
     } else {
         Problem::BadValue(first_line)
     };
-    let key = if path.is_empty() {
-        "(document)".to_owned()
-    } else {
-        path.join(".")
-    };
+    let key = if path.is_empty() { "(document)".to_owned() } else { path.join(".") };
     (key, problem)
 }
 
@@ -422,10 +409,7 @@ fn key_path_in_value(value: &DeValue<'_>, offset: usize) -> Option<Vec<String>> 
                     rest.insert(0, index.to_string());
                     Some(rest)
                 }
-                None => item
-                    .span()
-                    .contains(&offset)
-                    .then(|| vec![index.to_string()]),
+                None => item.span().contains(&offset).then(|| vec![index.to_string()]),
             }
         }),
         _ => None,
@@ -498,6 +482,8 @@ struct RawPresence {
     on_the_phone: OnThePhone,
 }
 
+const UNQUOTED_PASSWORD: &str = "invalid type: a password is a quoted string or { secret = \"item name\" }";
+
 /// `password = "literal"` or `password = { secret = "item name" }`.
 enum RawPassword {
     Literal(String),
@@ -515,6 +501,19 @@ impl<'de> Deserialize<'de> for RawPassword {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPassword, E> {
                 Ok(RawPassword::Literal(v.to_owned()))
             }
+            // serde's own message would echo the value: a password written without quotes.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawPassword, E> {
+                Err(E::custom(UNQUOTED_PASSWORD))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawPassword, E> {
+                Err(E::custom(UNQUOTED_PASSWORD))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawPassword, E> {
+                Err(E::custom(UNQUOTED_PASSWORD))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawPassword, E> {
+                Err(E::custom(UNQUOTED_PASSWORD))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPassword, A::Error> {
                 let mut secret = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -523,9 +522,7 @@ impl<'de> Deserialize<'de> for RawPassword {
                     }
                     secret = Some(map.next_value::<String>()?);
                 }
-                secret
-                    .map(RawPassword::SecretService)
-                    .ok_or_else(|| de::Error::missing_field("secret"))
+                secret.map(RawPassword::SecretService).ok_or_else(|| de::Error::missing_field("secret"))
             }
         }
         deserializer.deserialize_any(PasswordVisitor)
@@ -535,19 +532,9 @@ impl<'de> Deserialize<'de> for RawPassword {
 type Invalid = (Range<usize>, String, Problem);
 
 fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
-    let sip = raw
-        .sip
-        .map(|sip| validate_sip(sip, base, mode))
-        .transpose()?;
-    let xmpp = raw
-        .xmpp
-        .map(|xmpp| validate_xmpp(xmpp, base, mode))
-        .transpose()?;
-    let extra_ca = raw
-        .tls
-        .extra_ca
-        .map(|ca| readable_file(ca, base, "tls.extra_ca"))
-        .transpose()?;
+    let sip = raw.sip.map(|sip| validate_sip(sip, base, mode)).transpose()?;
+    let xmpp = raw.xmpp.map(|xmpp| validate_xmpp(xmpp, base, mode)).transpose()?;
+    let extra_ca = raw.tls.extra_ca.map(|ca| readable_file(ca, base, "tls.extra_ca")).transpose()?;
     let defaults = MediaSettings::default();
     let codecs = match raw.media.codecs {
         None => defaults.codecs,
@@ -561,28 +548,15 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
                     Problem::BadValue("name at least one codec".into()),
                 ));
             }
-            if let Some(repeat) = list
-                .iter()
-                .enumerate()
-                .find(|(i, c)| list[..*i].contains(c))
-            {
-                let problem =
-                    Problem::BadValue(format!("{:?} is listed twice", repeat.1).to_lowercase());
+            if let Some(repeat) = list.iter().enumerate().find(|(i, c)| list[..*i].contains(c)) {
+                let problem = Problem::BadValue(format!("{:?} is listed twice", repeat.1).to_lowercase());
                 return Err((span, "media.codecs".into(), problem));
             }
             list
         }
     };
-    let input = raw
-        .media
-        .input
-        .map(|v| audio_endpoint(v, base, "media.input"))
-        .transpose()?;
-    let output = raw
-        .media
-        .output
-        .map(|v| audio_endpoint(v, base, "media.output"))
-        .transpose()?;
+    let input = raw.media.input.map(|v| audio_endpoint(v, base, "media.input")).transpose()?;
+    let output = raw.media.output.map(|v| audio_endpoint(v, base, "media.output")).transpose()?;
     let thread_idle = match raw.correlation.thread_idle {
         None => CorrelationSettings::default().thread_idle,
         Some(text) => parse_duration(text.get_ref()).ok_or_else(|| {
@@ -602,23 +576,14 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
             input: input.unwrap_or(defaults.input),
             output: output.unwrap_or(defaults.output),
         },
-        correlation: CorrelationSettings {
-            share_with: raw.correlation.share_with,
-            thread_idle,
-        },
-        presence: PresenceSettings {
-            on_the_phone: raw.presence.on_the_phone,
-        },
+        correlation: CorrelationSettings { share_with: raw.correlation.share_with, thread_idle },
+        presence: PresenceSettings { on_the_phone: raw.presence.on_the_phone },
     })
 }
 
 fn validate_sip(raw: RawSip, base: &Path, mode: u32) -> Result<SipAccount, Invalid> {
     let uri = |value: Spanned<String>, key: &str, aor: bool| {
-        let parsed = if aor {
-            SipUri::parse_aor(value.get_ref())
-        } else {
-            SipUri::parse(value.get_ref())
-        };
+        let parsed = if aor { SipUri::parse_aor(value.get_ref()) } else { SipUri::parse(value.get_ref()) };
         parsed.map_err(|e| (value.span(), key.to_owned(), Problem::from(e)))
     };
     let username = match raw.username {
@@ -633,10 +598,7 @@ fn validate_sip(raw: RawSip, base: &Path, mode: u32) -> Result<SipAccount, Inval
     };
     Ok(SipAccount {
         aor: uri(raw.aor, "sip.aor", true)?,
-        registrar: raw
-            .registrar
-            .map(|v| uri(v, "sip.registrar", false))
-            .transpose()?,
+        registrar: raw.registrar.map(|v| uri(v, "sip.registrar", false)).transpose()?,
         proxy: raw.proxy.map(|v| uri(v, "sip.proxy", false)).transpose()?,
         username,
         password: secret(raw.password, raw.password_file, base, mode, "sip")?,
@@ -657,11 +619,7 @@ fn validate_xmpp(raw: RawXmpp, base: &Path, mode: u32) -> Result<XmppAccount, In
             })
         })
         .transpose()?;
-    Ok(XmppAccount {
-        jid,
-        password: secret(raw.password, raw.password_file, base, mode, "xmpp")?,
-        server,
-    })
+    Ok(XmppAccount { jid, password: secret(raw.password, raw.password_file, base, mode, "xmpp")?, server })
 }
 
 fn secret(
@@ -683,9 +641,7 @@ fn secret(
                 RawPassword::Literal(_) if mode & 0o077 != 0 => Err((
                     span,
                     format!("{section}.password"),
-                    Problem::ExposedPassword {
-                        mode: mode & 0o7777,
-                    },
+                    Problem::ExposedPassword { mode: mode & 0o7777 },
                 )),
                 RawPassword::Literal(text) => Ok(Secret::Literal(text)),
                 RawPassword::SecretService(name) => Ok(Secret::SecretService(name)),
@@ -696,23 +652,15 @@ fn secret(
             let span = file.span();
             let path = base.join(file.into_inner());
             let meta = fs::metadata(&path).map_err(|e| {
-                (
-                    span.clone(),
-                    key.clone(),
-                    Problem::PasswordFile(format!("{}: {e}", path.display())),
-                )
+                (span.clone(), key.clone(), Problem::PasswordFile(format!("{}: {e}", path.display())))
             })?;
             if !meta.is_file() {
-                return Err((
-                    span,
-                    key,
-                    Problem::PasswordFile(format!("{} is not a file", path.display())),
-                ));
+                return Err((span, key, Problem::PasswordFile(format!("{} is not a file", path.display()))));
             }
             let file_mode = meta.permissions().mode() & 0o7777;
             if file_mode & 0o077 != 0 {
                 let problem = Problem::PasswordFile(format!(
-                    "{} has mode {file_mode:04o}; a password file must be readable by its owner only (chmod 600)",
+                    "{} has mode {file_mode:04o}; a password file must be accessible to its owner only (chmod 600)",
                     path.display()
                 ));
                 return Err((span, key, problem));
@@ -728,40 +676,22 @@ fn readable_file(value: Spanned<PathBuf>, base: &Path, key: &str) -> Result<Path
     let path = base.join(value.into_inner());
     match fs::metadata(&path) {
         Ok(meta) if meta.is_file() => Ok(path),
-        Ok(_) => Err((
-            span,
-            key.to_owned(),
-            Problem::BadValue(format!("{} is not a file", path.display())),
-        )),
-        Err(e) => Err((
-            span,
-            key.to_owned(),
-            Problem::BadValue(format!("{}: {e}", path.display())),
-        )),
+        Ok(_) => Err((span, key.to_owned(), Problem::BadValue(format!("{} is not a file", path.display())))),
+        Err(e) => Err((span, key.to_owned(), Problem::BadValue(format!("{}: {e}", path.display())))),
     }
 }
 
-fn audio_endpoint(
-    value: Spanned<String>,
-    base: &Path,
-    key: &str,
-) -> Result<AudioEndpoint, Invalid> {
+fn audio_endpoint(value: Spanned<String>, base: &Path, key: &str) -> Result<AudioEndpoint, Invalid> {
     let span = value.span();
     let text = value.into_inner();
     match text.as_str() {
         "default" => Ok(AudioEndpoint::Default),
         "null" => Ok(AudioEndpoint::Null),
-        "" => Err((
-            span,
-            key.to_owned(),
-            Problem::BadValue("empty device name; use \"default\"".into()),
-        )),
+        "" => Err((span, key.to_owned(), Problem::BadValue("empty device name; use \"default\"".into()))),
         _ => match text.strip_prefix("file:") {
-            Some("") => Err((
-                span,
-                key.to_owned(),
-                Problem::BadValue("file: needs a path to a .wav file".into()),
-            )),
+            Some("") => {
+                Err((span, key.to_owned(), Problem::BadValue("file: needs a path to a .wav file".into())))
+            }
             Some(file) => Ok(AudioEndpoint::File(base.join(file))),
             None => Ok(AudioEndpoint::Device(text)),
         },
@@ -771,20 +701,12 @@ fn audio_endpoint(
 /// `host:port` or `[v6]:port`.
 fn parse_server(text: &str) -> Option<ServerAddress> {
     let (host, port) = text.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
     let valid = !host.is_empty()
         && (host.parse::<std::net::IpAddr>().is_ok()
-            || host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
-    valid.then(|| ServerAddress {
-        host: host.to_owned(),
-        port,
-    })
+            || host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    valid.then(|| ServerAddress { host: host.to_owned(), port })
 }
 
 /// `"90s"`, `"30m"`, `"2h"`: a whole number and one unit.
@@ -810,9 +732,7 @@ mod tests {
 
     fn error(text: &str) -> (String, usize, String) {
         match parse(text) {
-            Err(ConfigError::Invalid {
-                line, key, problem, ..
-            }) => (problem.name().to_owned(), line, key),
+            Err(ConfigError::Invalid { line, key, problem, .. }) => (problem.name().to_owned(), line, key),
             other => panic!("expected an invalid config, got {other:?}"),
         }
     }
@@ -821,10 +741,7 @@ mod tests {
     fn empty_file_means_no_accounts_and_defaults() {
         let config = parse("").unwrap();
         assert_eq!(config, Config::empty());
-        assert_eq!(
-            config.media.codecs,
-            vec![Codec::Opus, Codec::Pcmu, Codec::Pcma]
-        );
+        assert_eq!(config.media.codecs, vec![Codec::Opus, Codec::Pcmu, Codec::Pcma]);
         assert_eq!(config.correlation.thread_idle, Duration::from_secs(1800));
     }
 
@@ -868,18 +785,9 @@ on_the_phone = "pep-only"
         let xmpp = config.xmpp.unwrap();
         assert_eq!(xmpp.jid.to_string(), "alice@example.org");
         assert_eq!(xmpp.password, Secret::Literal("hunter2".into()));
-        assert_eq!(
-            xmpp.server,
-            Some(ServerAddress {
-                host: "::1".into(),
-                port: 5222
-            })
-        );
+        assert_eq!(xmpp.server, Some(ServerAddress { host: "::1".into(), port: 5222 }));
         assert_eq!(config.media.codecs, vec![Codec::Pcma, Codec::Opus]);
-        assert_eq!(
-            config.media.input,
-            AudioEndpoint::File("/etc/cusax-test/tone.wav".into())
-        );
+        assert_eq!(config.media.input, AudioEndpoint::File("/etc/cusax-test/tone.wav".into()));
         assert_eq!(config.media.output, AudioEndpoint::Null);
         assert_eq!(config.correlation.share_with, ShareWith::Roster);
         assert_eq!(config.correlation.thread_idle, Duration::from_secs(600));
@@ -888,34 +796,13 @@ on_the_phone = "pep-only"
 
     #[test]
     fn each_bad_input_is_named_with_line_and_key() {
-        assert_eq!(
-            error("[sip]\naor = \"sip:a@b\"\nfoo = 1\n"),
-            ("unknown-key".into(), 3, "sip.foo".into())
-        );
-        assert_eq!(
-            error("[nonsense]\n"),
-            ("unknown-key".into(), 1, "nonsense".into())
-        );
-        assert_eq!(
-            error("[xmpp]\njid = 5\n"),
-            ("wrong-type".into(), 2, "xmpp.jid".into())
-        );
-        assert_eq!(
-            error("[sip]\n\naor = \"tel:+1555\"\n"),
-            ("bad-sip-uri".into(), 3, "sip.aor".into())
-        );
-        assert_eq!(
-            error("[sip]\naor = \"sip:example.com\"\n"),
-            ("bad-sip-uri".into(), 2, "sip.aor".into())
-        );
-        assert_eq!(
-            error("[xmpp]\njid = \"example.org\"\n"),
-            ("bad-jid".into(), 2, "xmpp.jid".into())
-        );
-        assert_eq!(
-            error("[xmpp]\npassword = \"x\"\n"),
-            ("missing-key".into(), 1, "xmpp.jid".into())
-        );
+        assert_eq!(error("[sip]\naor = \"sip:a@b\"\nfoo = 1\n"), ("unknown-key".into(), 3, "sip.foo".into()));
+        assert_eq!(error("[nonsense]\n"), ("unknown-key".into(), 1, "nonsense".into()));
+        assert_eq!(error("[xmpp]\njid = 5\n"), ("wrong-type".into(), 2, "xmpp.jid".into()));
+        assert_eq!(error("[sip]\n\naor = \"tel:+1555\"\n"), ("bad-sip-uri".into(), 3, "sip.aor".into()));
+        assert_eq!(error("[sip]\naor = \"sip:example.com\"\n"), ("bad-sip-uri".into(), 2, "sip.aor".into()));
+        assert_eq!(error("[xmpp]\njid = \"example.org\"\n"), ("bad-jid".into(), 2, "xmpp.jid".into()));
+        assert_eq!(error("[xmpp]\npassword = \"x\"\n"), ("missing-key".into(), 1, "xmpp.jid".into()));
         assert_eq!(
             error("[sip]\naor = \"sip:a@b\"\ntransport = \"sctp\"\n"),
             ("bad-value".into(), 3, "sip.transport".into())
@@ -978,22 +865,23 @@ on_the_phone = "pep-only"
         let config = Config::parse(text, &config_path, 0o644).unwrap();
         assert_eq!(config.sip.unwrap().password, Secret::File(file));
         let missing = "[sip]\naor = \"sip:a@b\"\npassword_file = \"nope\"\n";
-        assert_eq!(
-            Config::parse(missing, &config_path, 0o644)
-                .unwrap_err()
-                .name(),
-            "password-file"
-        );
+        assert_eq!(Config::parse(missing, &config_path, 0o644).unwrap_err().name(), "password-file");
     }
 
     #[test]
     fn error_text_names_file_line_and_key() {
         let e = parse("[sip]\naor = \"sip:a@b\"\nfoo = 1\n").unwrap_err();
         let text = e.to_string();
-        assert!(
-            text.starts_with("/etc/cusax-test/config.toml:3:1: sip.foo: [unknown-key]"),
-            "{text}"
-        );
+        assert!(text.starts_with("/etc/cusax-test/config.toml:3:1: sip.foo: [unknown-key]"), "{text}");
+    }
+
+    #[test]
+    fn an_unquoted_password_is_refused_without_echoing_it() {
+        let e = parse("[sip]\naor = \"sip:a@b\"\npassword = 73519264\n").unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.name(), "wrong-type");
+        assert!(text.contains(":3:") && text.contains("sip.password"), "{text}");
+        assert!(!text.contains("73519264"), "{text}");
     }
 
     #[test]
@@ -1009,14 +897,8 @@ on_the_phone = "pep-only"
         assert_eq!(parse_duration("0m"), None);
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("99999999999999999999h"), None);
-        assert_eq!(
-            parse_server("xmpp.example.org:5222").unwrap().to_string(),
-            "xmpp.example.org:5222"
-        );
-        assert_eq!(
-            parse_server("[::1]:5222").unwrap().to_string(),
-            "[::1]:5222"
-        );
+        assert_eq!(parse_server("xmpp.example.org:5222").unwrap().to_string(), "xmpp.example.org:5222");
+        assert_eq!(parse_server("[::1]:5222").unwrap().to_string(), "[::1]:5222");
         assert_eq!(parse_server("host:0"), None);
         assert_eq!(parse_server(":5222"), None);
         assert_eq!(parse_server("bad host:1"), None);

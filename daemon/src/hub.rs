@@ -56,7 +56,7 @@ impl XmppState {
 }
 
 /// Our own presence as contacts see it: `show` (`offline`, `available`, `chat`, `away`, `xa`,
-/// `dnd`) and a free-text status.
+/// `dnd`, or `unconfigured` without an XMPP account) and a free-text status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
     pub show: String,
@@ -65,10 +65,11 @@ pub struct Presence {
 
 impl Presence {
     pub fn offline() -> Self {
-        Self {
-            show: "offline".into(),
-            status: String::new(),
-        }
+        Self { show: "offline".into(), status: String::new() }
+    }
+
+    pub fn unconfigured() -> Self {
+        Self { show: "unconfigured".into(), status: String::new() }
     }
 }
 
@@ -89,27 +90,11 @@ impl DaemonStatus {
     /// is not registered or online until its stack says so.
     fn from_config(config: &Config) -> Self {
         Self {
-            sip_state: if config.sip.is_some() {
-                SipState::Unregistered
-            } else {
-                SipState::Unconfigured
-            },
-            xmpp_state: if config.xmpp.is_some() {
-                XmppState::Offline
-            } else {
-                XmppState::Unconfigured
-            },
-            sip_address: config
-                .sip
-                .as_ref()
-                .map(|s| s.aor.to_string())
-                .unwrap_or_default(),
-            jid: config
-                .xmpp
-                .as_ref()
-                .map(|x| x.jid.to_string())
-                .unwrap_or_default(),
-            presence: Presence::offline(),
+            sip_state: if config.sip.is_some() { SipState::Unregistered } else { SipState::Unconfigured },
+            xmpp_state: if config.xmpp.is_some() { XmppState::Offline } else { XmppState::Unconfigured },
+            sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
+            jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
+            presence: if config.xmpp.is_some() { Presence::offline() } else { Presence::unconfigured() },
         }
     }
 }
@@ -118,9 +103,7 @@ impl DaemonStatus {
 #[derive(Debug)]
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
-    Reload {
-        reply: oneshot::Sender<Result<(), ConfigError>>,
-    },
+    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -138,10 +121,7 @@ pub struct HubHandle {
 impl HubHandle {
     pub async fn reload(&self) -> Result<Result<(), ConfigError>, HubGone> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(HubCommand::Reload { reply })
-            .await
-            .map_err(|_| HubGone)?;
+        self.commands.send(HubCommand::Reload { reply }).await.map_err(|_| HubGone)?;
         answer.await.map_err(|_| HubGone)
     }
 
@@ -156,16 +136,9 @@ impl HubHandle {
 pub fn spawn(source: ConfigSource, config: Config) -> HubHandle {
     let (commands_tx, commands) = mpsc::channel(32);
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
-    let hub = Hub {
-        source,
-        config,
-        status: status_tx,
-    };
+    let hub = Hub { source, config, status: status_tx };
     tokio::spawn(hub.run(commands));
-    HubHandle {
-        commands: commands_tx,
-        status,
-    }
+    HubHandle { commands: commands_tx, status }
 }
 
 struct Hub {
@@ -179,7 +152,7 @@ impl Hub {
         while let Some(command) = commands.recv().await {
             match command {
                 HubCommand::Reload { reply } => {
-                    let result = self.reload();
+                    let result = self.reload().await;
                     // The caller may have timed out and gone; the reload stands either way.
                     let _ = reply.send(result);
                 }
@@ -187,8 +160,13 @@ impl Hub {
         }
     }
 
-    fn reload(&mut self) -> Result<(), ConfigError> {
-        let config = match Config::load(&self.source) {
+    async fn reload(&mut self) -> Result<(), ConfigError> {
+        // File reads stay off the runtime's only thread.
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&source)).await.unwrap_or_else(|e| {
+            Err(ConfigError::Read { path: self.source.path.clone(), source: std::io::Error::other(e) })
+        });
+        let config = match loaded {
             Ok(config) => config,
             Err(e) => {
                 warn!(error = %e, "reload refused; keeping the running config");
@@ -236,19 +214,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         write(&path, "");
-        let source = ConfigSource {
-            path: path.clone(),
-            explicit: true,
-        };
+        let source = ConfigSource { path: path.clone(), explicit: true };
         let hub = spawn(source.clone(), Config::load(&source).unwrap());
         let mut status = hub.status();
         assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
         assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);
 
-        write(
-            &path,
-            "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n",
-        );
+        write(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n");
         hub.reload().await.unwrap().unwrap();
         assert!(status.has_changed().unwrap());
         let now = status.borrow_and_update().clone();

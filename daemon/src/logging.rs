@@ -18,11 +18,7 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Installs the global subscriber. The filter comes from `RUST_LOG` (default `info`).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let journald = if Path::new(JOURNAL_SOCKET).exists() {
-        tracing_journald::layer().ok()
-    } else {
-        None
-    };
+    let journald = if Path::new(JOURNAL_SOCKET).exists() { tracing_journald::layer().ok() } else { None };
     let stderr = if journald.is_some() && stderr_is_journal() {
         None
     } else {
@@ -33,11 +29,7 @@ pub fn init() {
                 .with_target(false),
         )
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(journald)
-        .with(stderr)
-        .init();
+    tracing_subscriber::registry().with(filter).with(journald).with(stderr).init();
 }
 
 /// Whether stderr is the journal stream systemd gave us (`JOURNAL_STREAM=dev:inode`).

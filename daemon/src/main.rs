@@ -1,6 +1,10 @@
 //! `cusaxd`: reads the config, then runs the actors (see `lib.rs`) on a single-threaded tokio
 //! runtime until SIGTERM or SIGINT. SIGHUP reloads the config, like `Reload()` on D-Bus.
 //!
+//! Exit status: 0 after SIGTERM/SIGINT; 1 on a failure worth a restart (the bus went away);
+//! 2 for bad arguments; [`EXIT_ALREADY_RUNNING`] and [`EXIT_CONFIG`] for failures a restart
+//! cannot mend (the unit's `RestartPreventExitStatus=` names them).
+//!
 //! The runtime has one thread: the daemon's own work is I/O-bound and small, and one thread
 //! keeps idle memory and wakeups low. Blocking work goes to tokio's blocking pool, whose
 //! threads exist only while used.
@@ -29,15 +33,19 @@ struct Args {
     check_config: bool,
 }
 
+/// Another cusaxd owns the bus name.
+const EXIT_ALREADY_RUNNING: u8 = 3;
+/// The config is invalid (sysexits.h `EX_CONFIG`).
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let loaded =
-        ConfigSource::resolve(args.config).and_then(|source| Ok((Config::load(&source)?, source)));
+    let loaded = ConfigSource::resolve(args.config).and_then(|source| Ok((Config::load(&source)?, source)));
     let (config, source) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("cusaxd: config error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if args.check_config {
@@ -45,10 +53,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the tokio runtime");
@@ -59,20 +64,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<dbus::ServeError>() {
+                Some(dbus::ServeError::AlreadyRunning { .. }) => ExitCode::from(EXIT_ALREADY_RUNNING),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
 fn summary(config: &Config) -> String {
-    let sip = config
-        .sip
-        .as_ref()
-        .map_or("no SIP account".to_owned(), |s| format!("SIP {}", s.aor));
-    let xmpp = config
-        .xmpp
-        .as_ref()
-        .map_or("no XMPP account".to_owned(), |x| format!("XMPP {}", x.jid));
+    let sip = config.sip.as_ref().map_or("no SIP account".to_owned(), |s| format!("SIP {}", s.aor));
+    let xmpp = config.xmpp.as_ref().map_or("no XMPP account".to_owned(), |x| format!("XMPP {}", x.jid));
     format!("{sip}, {xmpp}")
 }
 
@@ -101,27 +103,34 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
                     Err(e) => Err(anyhow::Error::new(e).context("watching the session bus")),
                 };
             }
-            _ = hangup.recv() => match hub.reload().await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "SIGHUP: config not reloaded"),
-                Err(gone) => warn!(error = %gone, "SIGHUP: config not reloaded"),
-            },
+            _ = hangup.recv() => {
+                notify_reloading();
+                match hub.reload().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "SIGHUP: config not reloaded"),
+                    Err(gone) => warn!(error = %gone, "SIGHUP: config not reloaded"),
+                }
+                notify(&[NotifyState::Ready]);
+            }
         }
     }
     info!("stopping");
     notify(&[NotifyState::Stopping]);
     // Let callers see the name go at once; the process exit would release it too.
-    match tokio::time::timeout(
-        Duration::from_millis(500),
-        conn.release_name(dbus::BUS_NAME),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_millis(500), conn.release_name(dbus::BUS_NAME)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "could not release the bus name"),
         Err(_) => warn!("releasing the bus name timed out"),
     }
     Ok(())
+}
+
+/// `RELOADING=1` with the timestamp that systemd 253 and later want with it.
+fn notify_reloading() {
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(e) => warn!(error = %e, "cannot read the monotonic clock for sd_notify"),
+    }
 }
 
 /// Tells systemd (when it started us with `Type=notify`) about our state; a no-op otherwise.

@@ -27,70 +27,80 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The repository's top folder.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// A workspace binary (`cusaxd`, `cusaxctl`) next to the running test's `deps/` folder.
+/// A workspace binary (`cusaxd`, `cusaxctl`) next to the running test's `deps/` folder. The
+/// test crate cannot depend on binaries, so a binary older than the sources it is built from
+/// fails the test instead of passing on old code.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` before the tests",
-        path.display()
-    );
+    let built = fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: run `cargo build --workspace --bins`", path.display()));
+    let sources =
+        ["protocol", "daemon", "cli"].iter().map(|c| repo_root().join(c)).filter_map(|d| newest(&d)).max();
+    if let Some(source) = sources {
+        assert!(
+            source <= built,
+            "{} is older than its sources: run `cargo build --workspace --bins` (tests/run does)",
+            path.display()
+        );
+    }
     path
 }
 
-/// Ports no other test of this run has taken, and free on 127.0.0.1 and ::1 for TCP and UDP
-/// when handed out.
+/// The newest modification time of the files below `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let entries = fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() { newest(&entry.path()) } else { meta.modified().ok() }
+        })
+        .max()
+}
+
+/// `count` ports no other test of this process has taken, each free on 127.0.0.1 and ::1 for
+/// TCP and UDP when handed out.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    // Each test process starts at its own offset, so two runs at once rarely meet.
+    (0..count).map(|_| free_port_block(1)).collect()
+}
+
+/// The first of `len` consecutive free ports (for tools that take a port range).
+pub fn free_port_block(len: u16) -> u16 {
+    // Each test process starts 100 ports apart from those of neighbouring pids, so two test
+    // runs at once rarely meet; within a process the counter never hands a port out twice.
     static TAKEN: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 3000) as u16 * 10;
-    let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        let port = base + TAKEN.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 60000, "ran out of test ports");
-        if port_is_free(port) {
-            ports.push(port);
+    let base = 20000 + (std::process::id() % 300) as u16 * 100;
+    loop {
+        let first = base + TAKEN.fetch_add(len, Ordering::SeqCst);
+        assert!(first < 60000, "ran out of test ports");
+        if (first..first + len).all(port_is_free) {
+            return first;
         }
     }
-    ports
 }
 
 fn port_is_free(port: u16) -> bool {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-    [v4, v6]
-        .iter()
-        .all(|addr| TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok())
+    [v4, v6].iter().all(|addr| TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok())
 }
 
 /// Whether a process still runs: not gone and not a zombie (testbed NOTES.md section 1).
 pub fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
         .unwrap_or(false)
 }
 
 fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// Waits for a child to exit, at most `limit`; returns its status and how long it took.
@@ -114,6 +124,24 @@ fn stop_child(child: &mut Child) {
     if wait_for_exit(child, PATIENCE).is_none() {
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// Stops, on drop, a process this test did not spawn itself (one D-Bus activation started).
+pub struct PidGuard(pub u32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            signal(self.0, "TERM");
+            let start = Instant::now();
+            while alive(self.0) && start.elapsed() < PATIENCE {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if alive(self.0) {
+                signal(self.0, "KILL");
+            }
+        }
     }
 }
 
@@ -171,21 +199,22 @@ impl PrivateBus {
             .stderr(Stdio::null())
             .spawn()
             .context("start dbus-daemon (install the dbus package)")?;
-        let mut line = String::new();
-        let read = child
-            .stdout
-            .take()
-            .map(|out| BufReader::new(out).read_line(&mut line));
-        if !matches!(read, Some(Ok(n)) if n > 0) {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("dbus-daemon printed no address");
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
         }
-        Ok(Self {
-            child,
-            address: line.trim().to_owned(),
-            dir,
-        })
+        match rx.recv_timeout(PATIENCE) {
+            Ok(line) if !line.trim().is_empty() => Ok(Self { child, address: line.trim().to_owned(), dir }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("dbus-daemon printed no address within {PATIENCE:?}")
+            }
+        }
     }
 
     pub fn address(&self) -> &str {
@@ -205,9 +234,7 @@ impl PrivateBus {
     /// A command with this bus as its session bus.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
-        command
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-            .stdin(Stdio::null());
+        command.env("DBUS_SESSION_BUS_ADDRESS", &self.address).stdin(Stdio::null());
         command
     }
 }
@@ -220,19 +247,12 @@ impl Drop for PrivateBus {
 
 /// Runs `cusaxctl ARGS` against a bus, bounded by its own `--timeout`.
 pub fn cusaxctl(bus: &PrivateBus, args: &[&str]) -> Output {
-    bus.command(binary("cusaxctl"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run cusaxctl: {e}"))
+    bus.command(binary("cusaxctl")).args(args).output().unwrap_or_else(|e| panic!("run cusaxctl: {e}"))
 }
 
 /// Runs `busctl --user ARGS` against a bus.
 pub fn busctl(bus: &PrivateBus, args: &[&str]) -> Output {
-    bus.command("busctl")
-        .arg("--user")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run busctl: {e}"))
+    bus.command("busctl").arg("--user").args(args).output().unwrap_or_else(|e| panic!("run busctl: {e}"))
 }
 
 /// `cusaxd` on a private bus, with its stderr in a log file.
@@ -245,40 +265,36 @@ pub struct Cusaxd {
 impl Cusaxd {
     /// Starts `cusaxd --config CONFIG` and waits until it owns its bus name.
     pub fn start(bus: &PrivateBus, config: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(bus, config, &[])
+    }
+
+    /// [`Cusaxd::start`] with extra environment variables.
+    pub fn start_with_env(bus: &PrivateBus, config: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("cusaxd.log");
         let child = bus
             .command(binary("cusaxd"))
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
             .spawn()
             .context("start cusaxd")?;
-        let mut daemon = Self {
-            child,
-            log,
-            _dir: dir,
-        };
+        let mut daemon = Self { child, log, _dir: dir };
         let start = Instant::now();
         while start.elapsed() < PATIENCE {
             if daemon.log_text().contains("ready on the session bus") {
                 return Ok(daemon);
             }
             if let Ok(Some(status)) = daemon.child.try_wait() {
-                bail!(
-                    "cusaxd exited ({status}) before it was ready:\n{}",
-                    daemon.log_text()
-                );
+                bail!("cusaxd exited ({status}) before it was ready:\n{}", daemon.log_text());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        bail!(
-            "cusaxd not ready after {PATIENCE:?}:\n{}",
-            daemon.log_text()
-        )
+        bail!("cusaxd not ready after {PATIENCE:?}:\n{}", daemon.log_text())
     }
 
     pub fn pid(&self) -> u32 {
@@ -287,6 +303,11 @@ impl Cusaxd {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `SIGNAL` (TERM, INT, HUP, STOP, CONT) to the daemon.
+    pub fn signal(&self, signal_name: &str) {
+        signal(self.child.id(), signal_name);
     }
 
     /// Sends `SIGNAL` (TERM, INT) and waits for the exit: its status and how long it took.
@@ -299,6 +320,8 @@ impl Cusaxd {
 
 impl Drop for Cusaxd {
     fn drop(&mut self) {
+        // A test may have left it stopped (SIGSTOP); TERM would then wait forever.
+        signal(self.child.id(), "CONT");
         stop_child(&mut self.child);
     }
 }
@@ -315,38 +338,22 @@ impl Testbed {
     /// answers its protocol. A failed start stops whatever did start.
     pub fn start(services: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let names = [
-            "XMPP_C2S_PORT",
-            "XMPP_C2S_TLS_PORT",
-            "SIP_PORT",
-            "SIP_TLS_PORT",
-            "KAM_CTL_PORT",
-        ];
-        let ports: BTreeMap<&'static str, u16> =
-            names.into_iter().zip(free_ports(names.len())).collect();
-        let mut testbed = Self {
-            dir,
-            ports,
-            running: true,
-        };
-        let output = testbed
-            .script("up")
-            .env("TESTBED_SERVICES", services.join(" "))
-            .output()?;
+        let names = ["XMPP_C2S_PORT", "XMPP_C2S_TLS_PORT", "SIP_PORT", "SIP_TLS_PORT", "KAM_CTL_PORT"];
+        let ports: BTreeMap<&'static str, u16> = names.into_iter().zip(free_ports(names.len())).collect();
+        let mut testbed = Self { dir, ports, running: true };
+        let output = testbed.script("up").env("TESTBED_SERVICES", services.join(" ")).output()?;
         if !output.status.success() {
             let log = String::from_utf8_lossy(&output.stderr).into_owned();
-            testbed.stop()?;
-            bail!("testbed.sh up failed:\n{log}");
+            let stopped =
+                testbed.stop().err().map(|e| format!("\nand stopping it failed: {e:#}")).unwrap_or_default();
+            bail!("testbed.sh up failed:\n{log}{stopped}");
         }
         Ok(testbed)
     }
 
     fn script(&self, action: &str) -> Command {
         let mut command = Command::new(repo_root().join("tests/testbed/testbed.sh"));
-        command
-            .arg(action)
-            .arg(self.dir.path())
-            .envs(self.ports.iter().map(|(k, v)| (k, v.to_string())));
+        command.arg(action).arg(self.dir.path()).envs(self.ports.iter().map(|(k, v)| (k, v.to_string())));
         command.stdin(Stdio::null());
         command
     }
@@ -356,10 +363,7 @@ impl Testbed {
     }
 
     pub fn port(&self, name: &str) -> u16 {
-        self.ports
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| panic!("no port {name}"))
+        self.ports.get(name).copied().unwrap_or_else(|| panic!("no port {name}"))
     }
 
     /// The PIDs the test bed recorded, by service name.
@@ -382,12 +386,12 @@ impl Testbed {
         if !self.running {
             return Ok(String::new());
         }
-        self.running = false;
         let output = self.script("down").output()?;
         let report = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
             bail!("testbed.sh down failed:\n{report}");
         }
+        self.running = false;
         Ok(report)
     }
 }

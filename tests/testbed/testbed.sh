@@ -11,16 +11,18 @@
 #   testbed.sh down DIR     stop everything started by "up" (by PID)
 #   testbed.sh call-demo DIR   two baresip UAs call each other through
 #                           kamailio, audio both ways is checked (1 kHz / 440 Hz);
-#                           CALL_TRANSPORT=udp|tcp|tls, CALL_SIP_PORT=5102, CALL_SECONDS=4
-#   testbed.sh sipp-demo DIR   sipp: REGISTER, UAS answer, UAC call + RTP
+#                           CALL_TRANSPORT=udp|tcp|tls, CALL_SECONDS=4, and the first
+#                           of consecutive ports: CALL_SIP_PORT=5102 (4), CALL_CTRL_PORT=4441
+#                           (2), CALL_RTP_PORT=10000 (40)
+#   testbed.sh sipp-demo DIR   sipp: REGISTER, UAS answer, UAC call + RTP; first of
+#                           consecutive ports: SIPP_PORT=5090 (3), SIPP_RTP_PORT=6000 (12)
 #   testbed.sh xmpp-demo DIR   slixmpp: message with custom child + presence
 #
 # Env (all optional):
 #   XMPP_C2S_PORT=5222 XMPP_C2S_TLS_PORT=5223 SIP_PORT=5060 KAM_CTL_PORT=5069
-#   TESTBED_SERVICES="prosody kamailio"   any of: prosody kamailio pulse dbus ejabberd
+#   TESTBED_SERVICES="prosody kamailio"   any of: prosody kamailio pulse dbus
 #                       pulse: PulseAudio with null sinks (fake sound card)
 #                       dbus: a private session bus (DBUS_SESSION_BUS_ADDRESS)
-#                       ejabberd: on EJ_C2S_PORT=5232 / EJ_C2S_TLS_PORT=5233
 #   TESTBED_SIP_TLS=1   kamailio also listens for SIP over TLS on SIP_TLS_PORT=5061
 #                       (needs the Debian package kamailio-tls-modules)
 #   TESTBED_USERS="alice bob carol"   password of each is "secret-<name>"
@@ -31,7 +33,6 @@ cmd=${1:-}; dir=${2:-${TESTBED_DIR:-}}
 users=${TESTBED_USERS:-alice bob carol}
 c2s=${XMPP_C2S_PORT:-5222}; c2s_tls=${XMPP_C2S_TLS_PORT:-5223}
 sip=${SIP_PORT:-5060}; sip_tls=${SIP_TLS_PORT:-5061}; kctl=${KAM_CTL_PORT:-5069}
-ej_c2s=${EJ_C2S_PORT:-5232}; ej_tls=${EJ_C2S_TLS_PORT:-5233}
 services=" ${TESTBED_SERVICES:-prosody kamailio} "
 py=${TESTBED_PYTHON:-$here/.venv/bin/python}
 wanted() { [[ $services == *" $1 "* ]]; }
@@ -132,25 +133,6 @@ up() {
     [ -s "$dir/logs/dbus.out" ] || die "dbus-daemon not ready"
   fi
 
-  # --- optional: ejabberd (needs root: ejabberdctl switches to user ejabberd)
-  if wanted ejabberd; then
-    local ej=$dir/ejabberd
-    mkdir -p "$ej"/{certs,spool,logs}
-    cp "$here/ejabberd/"{ejabberd.yml,ejabberdctl.cfg,inetrc} "$ej/"
-    sed -i -e "s/C2S_PORT: 5232/C2S_PORT: $ej_c2s/" -e "s/C2S_TLS_PORT: 5233/C2S_TLS_PORT: $ej_tls/" "$ej/ejabberd.yml"
-    cp "$dir/certs/localhost.crt" "$dir/certs/localhost.key" "$ej/certs/"
-    chown -R ejabberd:ejabberd "$ej" && chmod 640 "$ej/certs/localhost.key"
-    pgrep -x epmd >/dev/null || echo started >"$dir/pids/epmd.ours"
-    local E=(ejabberdctl --config-dir "$ej" --config "$ej/ejabberd.yml" --ctl-config "$ej/ejabberdctl.cfg"
-             --logs "$ej/logs" --spool "$ej/spool")
-    t0=$(now_ms)
-    start_bg ejabberd "$ej" "${E[@]}" foreground
-    "$here/tools/wait_xmpp.sh" 127.0.0.1 "$ej_c2s" localhost 60 || die "ejabberd not ready (see $ej/logs)"
-    log "ejabberd ready on 127.0.0.1:$ej_c2s in $(( $(now_ms) - t0 )) ms"
-    pgrep -f "beam.smp.*-mnesia dir \"$ej/spool\"" | head -1 >"$dir/pids/ejabberd-beam.pid"
-    for u in $users; do "${E[@]}" register "$u" localhost "secret-$u" >/dev/null 2>&1 || die "ejabberd register $u failed"; done
-  fi
-
   cat >"$dir/env.sh" <<ENV
 export TESTBED_DIR='$dir'
 export XMPP_DOMAIN=localhost XMPP_HOST=127.0.0.1 XMPP_PORT=$c2s XMPP_TLS_PORT=$c2s_tls
@@ -160,7 +142,6 @@ export TESTBED_USERS='$users'   # password: secret-<user>
 ENV
   wanted pulse && echo "export XDG_RUNTIME_DIR='$dir/pulse/run' PULSE_SERVER='unix:$dir/pulse/run/pulse/native'" >>"$dir/env.sh"
   wanted dbus && echo "export DBUS_SESSION_BUS_ADDRESS='$(head -1 "$dir/logs/dbus.out")'" >>"$dir/env.sh"
-  wanted ejabberd && echo "export EJABBERD_PORT=$ej_c2s EJABBERD_TLS_PORT=$ej_tls" >>"$dir/env.sh"
   echo "$dir"
 }
 
@@ -173,10 +154,6 @@ down() {
     stop_pid "$(cat "$f")" "$name"
     rm -f "$f"
   done
-  if [ -e "$dir/pids/epmd.ours" ]; then   # ejabberd leaves epmd running
-    local e; e=$(pgrep -x epmd) && stop_pid "$e" epmd
-    rm -f "$dir/pids/epmd.ours"
-  fi
 }
 
 call_demo() {
@@ -184,11 +161,13 @@ call_demo() {
   local b=$dir/baresip secs=${CALL_SECONDS:-4} rc=0 u
   rm -rf "$b"; mkdir -p "$b"
   local pa=${CALL_SIP_PORT:-5102}   # alice: pa (+1 TLS), bob: pa+2 (+3 TLS)
+  local ctl_a=${CALL_CTRL_PORT:-4441}; local ctl_b=$((ctl_a + 1))
+  local rtp=${CALL_RTP_PORT:-10000}   # alice: rtp..rtp+19, bob: rtp+20..rtp+39
   export BARESIP_TRANSPORT=${CALL_TRANSPORT:-udp} BARESIP_CAFILE=$dir/certs/localhost.crt
   local proxy_port=$sip; [ "$BARESIP_TRANSPORT" = tls ] && proxy_port=$sip_tls
   export BARESIP_OUTBOUND="sip:127.0.0.1:$proxy_port"
-  "$here/baresip/mkconf.sh" "$b/alice" alice secret-alice "$pa" 10000-10099 4441 tone1k.wav >/dev/null || return 1
-  "$here/baresip/mkconf.sh" "$b/bob" bob secret-bob "$((pa + 2))" 10100-10199 4442 tone440.wav >/dev/null || return 1
+  "$here/baresip/mkconf.sh" "$b/alice" alice secret-alice "$pa" "$rtp-$((rtp + 19))" "$ctl_a" tone1k.wav >/dev/null || return 1
+  "$here/baresip/mkconf.sh" "$b/bob" bob secret-bob "$((pa + 2))" "$((rtp + 20))-$((rtp + 39))" "$ctl_b" tone440.wav >/dev/null || return 1
   # sources must outlast the call: baresip 1.0 hangs up at end of file
   sox -n -r 8000 -c 1 -b 16 "$b/alice/tone1k.wav" synth 60 sine 1000 vol 0.5
   sox -n -r 8000 -c 1 -b 16 "$b/bob/tone440.wav" synth 60 sine 440 vol 0.5
@@ -198,9 +177,9 @@ call_demo() {
     grep -q "200 OK" "$dir/logs/baresip-$u.out" || { log "baresip $u did not register"; rc=1; }
   done
   local ctl="python3 $here/baresip/baresip_ctrl.py"
-  $ctl --port 4441 dial "sip:bob@127.0.0.1" --wait CALL_ESTABLISHED --timeout 10 >"$b/dial.jsonl" || { log "call not established"; rc=1; }
+  $ctl --port "$ctl_a" dial "sip:bob@127.0.0.1" --wait CALL_ESTABLISHED --timeout 10 >"$b/dial.jsonl" || { log "call not established"; rc=1; }
   sleep "$secs"
-  $ctl --port 4441 hangup --wait CALL_CLOSED --timeout 5 >/dev/null || true
+  $ctl --port "$ctl_a" hangup --wait CALL_CLOSED --timeout 5 >/dev/null || true
   for u in alice bob; do stop_pid "$(cat "$dir/pids/baresip-$u.pid")" "baresip-$u"; rm -f "$dir/pids/baresip-$u.pid"; done
   python3 "$here/tools/audio_check.py" "$b"/bob/dump-*-dec.wav --tone 1000 --min-snr 25 --min-active $((secs - 1)) || rc=1
   python3 "$here/tools/audio_check.py" "$b"/alice/dump-*-dec.wav --tone 440 --min-snr 25 --min-active $((secs - 1)) || rc=1
@@ -215,22 +194,26 @@ sipp_demo() {
   sox -n -r 8000 -c 1 -e u-law -t raw "$s/tone1k.ulaw" synth 5 sine 1000 vol 0.5   # headerless: sipp streams the file as is
   local S=(-nostdin -trace_err -i 127.0.0.1 -timeout 30s -timeout_error -m 1)
   cd "$s" || return 1
-  local tp=""
+  local tp="" uas_port=${SIPP_PORT:-5090} uac_port=$(( ${SIPP_PORT:-5090} + 2 ))
+  local uac_rtp=${SIPP_RTP_PORT:-6000} uas_rtp=$(( ${SIPP_RTP_PORT:-6000} + 6 ))
   if command -v tshark >/dev/null; then   # capture the RTP to check the audio afterwards
-    tshark -i lo -f "udp portrange 6000-6101" -w "$s/rtp.pcap" -q >/dev/null 2>&1 & tp=$!
+    tshark -i lo -f "udp portrange $uac_rtp-$((uas_rtp + 5))" -w "$s/rtp.pcap" -q >/dev/null 2>&1 & tp=$!
+    echo $tp >"$dir/pids/sipp-tshark.pid"
     sleep 1.5                             # tshark needs ~1 s before it captures
   fi
-  sipp -sf register_auth.xml -s carol -au carol -ap secret-carol "${S[@]}" -p 5090 "127.0.0.1:$sip" >/dev/null 2>&1 || { log "sipp REGISTER failed"; rc=1; }
-  sipp -sf uas_answer.xml "${S[@]}" -p 5090 -mi 127.0.0.1 -mp 6100 >/dev/null 2>&1 & uas=$!
+  sipp -sf register_auth.xml -s carol -au carol -ap secret-carol "${S[@]}" -p "$uas_port" "127.0.0.1:$sip" >/dev/null 2>&1 || { log "sipp REGISTER failed"; rc=1; }
+  sipp -sf uas_answer.xml "${S[@]}" -p "$uas_port" -mi 127.0.0.1 -mp "$uas_rtp" >/dev/null 2>&1 & uas=$!
+  echo $uas >"$dir/pids/sipp-uas.pid"
   sleep 0.3
-  sipp -sf uac_call_auth.xml -s carol -key caller alice -au alice -ap secret-alice "${S[@]}" -p 5092 \
-    -mi 127.0.0.1 -mp 6000 "127.0.0.1:$sip" >/dev/null 2>&1 || { log "sipp UAC failed"; rc=1; }
+  sipp -sf uac_call_auth.xml -s carol -key caller alice -au alice -ap secret-alice "${S[@]}" -p "$uac_port" \
+    -mi 127.0.0.1 -mp "$uac_rtp" "127.0.0.1:$sip" >/dev/null 2>&1 || { log "sipp UAC failed"; rc=1; }
   wait $uas || { log "sipp UAS failed"; rc=1; }
-  sipp -sf unregister_auth.xml -s carol -au carol -ap secret-carol "${S[@]}" -p 5090 "127.0.0.1:$sip" >/dev/null 2>&1 || rc=1
+  rm -f "$dir/pids/sipp-uas.pid"
+  sipp -sf unregister_auth.xml -s carol -au carol -ap secret-carol "${S[@]}" -p "$uas_port" "127.0.0.1:$sip" >/dev/null 2>&1 || rc=1
   if [ -n "$tp" ]; then
-    kill -INT "$tp"; wait "$tp"
+    kill -INT "$tp"; wait "$tp"; rm -f "$dir/pids/sipp-tshark.pid"
     local port
-    for port in 6000 6100; do   # 6000: UAS -> UAC, 6100: UAC -> UAS
+    for port in "$uac_rtp" "$uas_rtp"; do   # to the UAC: from the UAS, to the UAS: from the UAC
       "$here/tools/rtp_to_wav.sh" "$s/rtp.pcap" "$port" "$s/rx-$port.wav" &&
         python3 "$here/tools/audio_check.py" "$s/rx-$port.wav" --tone 1000 --min-snr 25 --min-active 4 || rc=1
     done
@@ -245,10 +228,12 @@ xmpp_demo() {
   "$py" -c 'import slixmpp' 2>/dev/null || die "no python with slixmpp at $py (run install.sh or set TESTBED_PYTHON)"
   local P=("$py" "$here/tools/xmpp_probe.py" --cafile "$dir/certs/localhost.crt" --port "$c2s") rc=0 lp
   "${P[@]}" listen --jid bob@localhost --password secret-bob --count 1 --timeout 10 >"$dir/xmpp-bob.jsonl" & lp=$!
+  echo $lp >"$dir/pids/xmpp-listener.pid"
   sleep 1
   "${P[@]}" send --jid alice@localhost --password secret-alice --to bob@localhost --body hello \
     --extra-xml '<probe xmlns="urn:example:testbed" n="1"/>' >/dev/null || rc=1
   wait $lp || rc=1
+  rm -f "$dir/pids/xmpp-listener.pid"
   grep -q 'urn:example:testbed' "$dir/xmpp-bob.jsonl" || rc=1
   [ $rc = 0 ] && log "xmpp-demo OK" || log "xmpp-demo FAILED (see $dir/xmpp-bob.jsonl)"
   return $rc

@@ -2,14 +2,13 @@
 //! `gdbus`, signals.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cusax_tests::{
-    Cusaxd, PATIENCE, PrivateBus, alive, busctl, cusaxctl, wait_for_exit, write_private,
-};
+use cusax_tests::{Cusaxd, PATIENCE, PrivateBus, alive, busctl, cusaxctl, wait_for_exit, write_private};
 use serde_json::{Value, json};
 
 const BOTH_ACCOUNTS: &str = "[sip]\naor = \"sip:alice@127.0.0.1\"\npassword = \"secret-alice\"\n\
@@ -31,13 +30,8 @@ fn stderr(output: &std::process::Output) -> String {
 
 fn status_json(bus: &PrivateBus) -> Value {
     let out = cusaxctl(bus, &["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "cusaxctl status --json: {}",
-        stderr(&out)
-    );
-    serde_json::from_str(&stdout(&out))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)))
+    assert!(out.status.success(), "cusaxctl status --json: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)))
 }
 
 #[test]
@@ -68,13 +62,7 @@ fn cusaxctl_and_busctl_read_every_daemon_property() {
     for (property, value) in busctl_expected {
         let out = busctl(
             &bus,
-            &[
-                "get-property",
-                "org.cusax.Cusax1",
-                "/org/cusax/Cusax1",
-                "org.cusax.Cusax1.Daemon",
-                property,
-            ],
+            &["get-property", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", property],
         );
         assert!(out.status.success(), "busctl {property}: {}", stderr(&out));
         assert_eq!(stdout(&out).trim(), value, "busctl get-property {property}");
@@ -83,14 +71,8 @@ fn cusaxctl_and_busctl_read_every_daemon_property() {
     let human = cusaxctl(&bus, &["status"]);
     assert!(human.status.success());
     let text = stdout(&human);
-    assert!(
-        text.contains("SIP       unregistered  sip:alice@127.0.0.1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("XMPP      offline       alice@localhost"),
-        "{text}"
-    );
+    assert!(text.contains("SIP       unregistered  sip:alice@127.0.0.1"), "{text}");
+    assert!(text.contains("XMPP      offline       alice@localhost"), "{text}");
     assert!(text.contains("Presence  offline"), "{text}");
 }
 
@@ -104,6 +86,7 @@ fn without_accounts_the_daemon_says_unconfigured() {
     assert_eq!(status["XmppState"], "unconfigured");
     assert_eq!(status["SipAddress"], "");
     assert_eq!(status["Jid"], "");
+    assert_eq!(status["Presence"], json!(["unconfigured", ""]));
 }
 
 /// `cusaxctl watch` with its stdout lines on a channel.
@@ -119,19 +102,12 @@ impl Watch {
         if json {
             command.arg("--json");
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         // The watch is subscribed once it says so on stderr.
         let mut ready = String::new();
         let err = child.stderr.take().unwrap();
         BufReader::new(err).read_line(&mut ready).unwrap();
-        assert!(
-            ready.contains("watching org.cusax.Cusax1"),
-            "watch did not start: {ready}"
-        );
+        assert!(ready.contains("watching org.cusax.Cusax1"), "watch did not start: {ready}");
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -167,16 +143,8 @@ fn watch_prints_property_changes_when_reload_changes_values() {
     let json = Watch::start(&bus, true);
 
     write_private(&path, "[sip]\naor = \"sip:bob@127.0.0.1\"\n").unwrap();
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.cusax.Cusax1",
-            "/org/cusax/Cusax1",
-            "org.cusax.Cusax1.Daemon",
-            "Reload",
-        ],
-    );
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
     assert!(out.status.success(), "Reload: {}", stderr(&out));
 
     assert_eq!(
@@ -192,21 +160,9 @@ fn watch_prints_property_changes_when_reload_changes_values() {
     );
 
     // Adding the XMPP account changes two properties: one line each.
-    write_private(
-        &path,
-        "[sip]\naor = \"sip:bob@127.0.0.1\"\n[xmpp]\njid = \"bob@localhost\"\n",
-    )
-    .unwrap();
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.cusax.Cusax1",
-            "/org/cusax/Cusax1",
-            "org.cusax.Cusax1.Daemon",
-            "Reload",
-        ],
-    );
+    write_private(&path, "[sip]\naor = \"sip:bob@127.0.0.1\"\n[xmpp]\njid = \"bob@localhost\"\n").unwrap();
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
     assert!(out.status.success());
     let mut lines = vec![human.next().unwrap(), human.next().unwrap()];
     lines.sort();
@@ -229,27 +185,14 @@ fn reload_of_a_bad_config_is_a_named_error_and_keeps_the_running_config() {
     write_private(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\nfoo = true\n").unwrap();
     let out = bus
         .command("gdbus")
-        .args([
-            "call",
-            "--session",
-            "-d",
-            "org.cusax.Cusax1",
-            "-o",
-            "/org/cusax/Cusax1",
-        ])
+        .args(["call", "--session", "-d", "org.cusax.Cusax1", "-o", "/org/cusax/Cusax1"])
         .args(["-m", "org.cusax.Cusax1.Daemon.Reload"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let error = stderr(&out);
-    assert!(
-        error.contains("org.cusax.Cusax1.Error.InvalidConfig"),
-        "{error}"
-    );
-    assert!(
-        error.contains(&format!("{}:3:1: sip.foo: [unknown-key]", path.display())),
-        "{error}"
-    );
+    assert!(error.contains("org.cusax.Cusax1.Error.InvalidConfig"), "{error}");
+    assert!(error.contains(&format!("{}:3:1: sip.foo: [unknown-key]", path.display())), "{error}");
 
     let status = status_json(&bus);
     assert_eq!(status["Jid"], "alice@localhost");
@@ -264,10 +207,7 @@ fn sighup_reloads_the_config() {
     let daemon = Cusaxd::start(&bus, &path).unwrap();
     let watch = Watch::start(&bus, false);
     write_private(&path, "[xmpp]\njid = \"carol@localhost\"\n").unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-HUP", &daemon.pid().to_string()]).status().unwrap();
     let mut lines = vec![watch.next().unwrap(), watch.next().unwrap()];
     lines.sort();
     assert_eq!(
@@ -285,15 +225,19 @@ fn a_second_instance_on_the_same_bus_exits_saying_already_running() {
     let path = config(dir.path(), BOTH_ACCOUNTS);
     let bus = PrivateBus::start().unwrap();
     let first = Cusaxd::start(&bus, &path).unwrap();
-    let second = bus
+    let mut second = bus
         .command(cusax_tests::binary("cusaxd"))
         .arg("--config")
         .arg(&path)
         .env("NO_COLOR", "1")
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(second.status.code(), Some(1));
-    let error = stderr(&second);
+    let (status, _) = wait_for_exit(&mut second, PATIENCE).expect("the second cusaxd must exit");
+    // 3: not worth a restart (the unit's RestartPreventExitStatus=).
+    assert_eq!(status.code(), Some(3));
+    let mut error = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut error).unwrap();
     assert!(
         error.contains(&format!(
             "cusaxd is already running on this session bus (org.cusax.Cusax1 is owned by pid {})",
@@ -315,13 +259,10 @@ fn sigterm_and_sigint_stop_the_daemon_cleanly() {
         let daemon = Cusaxd::start(&bus, &path).unwrap();
         let (status, took) = daemon.stop_with(signal).unwrap();
         assert!(status.success(), "SIG{signal}: exit {status}");
-        eprintln!("SIG{signal}: cusaxd exited in {took:?}");
+        // The issue's bound for a clean stop; it takes milliseconds.
+        assert!(took < Duration::from_secs(1), "SIG{signal}: cusaxd took {took:?} to stop");
         let out = cusaxctl(&bus, &["status"]);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "the name must be gone after SIG{signal}"
-        );
+        assert_eq!(out.status.code(), Some(1), "the name must be gone after SIG{signal}");
     }
 }
 
@@ -341,22 +282,64 @@ fn cusaxctl_says_clearly_when_the_daemon_is_not_running() {
 }
 
 #[test]
+fn cusaxctl_gives_up_on_a_daemon_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start(&bus, &config(dir.path(), "")).unwrap();
+    daemon.signal("STOP");
+    let mut child = bus
+        .command(cusax_tests::binary("cusaxctl"))
+        .args(["--timeout", "1", "status"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = wait_for_exit(&mut child, PATIENCE);
+    daemon.signal("CONT");
+    let (status, _) = finished.expect("cusaxctl hung on a stopped daemon");
+    assert_eq!(status.code(), Some(1));
+    let mut error = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut error).unwrap();
+    assert!(error.contains("cusaxd did not answer"), "{error}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification from cusaxd");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let bus = PrivateBus::start().unwrap();
+    let daemon =
+        Cusaxd::start_with_env(&bus, &config(dir.path(), ""), &[("NOTIFY_SOCKET", socket_path.as_path())])
+            .unwrap();
+    assert_eq!(next().trim(), "READY=1");
+    // READY=1 comes once the name is owned: callers can reach the daemon now.
+    assert!(cusaxctl(&bus, &["status"]).status.success());
+
+    daemon.signal("HUP");
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert_eq!(next().trim(), "READY=1");
+
+    daemon.signal("TERM");
+    assert_eq!(next().trim(), "STOPPING=1");
+}
+
+#[test]
 fn cusaxctl_without_any_bus_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(cusax_tests::binary("cusaxctl"))
         .args(["--timeout", "2", "status"])
-        .env(
-            "DBUS_SESSION_BUS_ADDRESS",
-            format!("unix:path={}/no-bus", dir.path().display()),
-        )
+        .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={}/no-bus", dir.path().display()))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot connect to the D-Bus session bus"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot connect to the D-Bus session bus"), "{}", stderr(&out));
 }
 
 #[test]
@@ -372,10 +355,7 @@ fn the_daemon_stops_when_its_session_bus_goes_away() {
     }
     let log = daemon.log_text();
     assert!(!alive(pid), "cusaxd still runs without its bus:\n{log}");
-    assert!(
-        log.contains("lost org.cusax.Cusax1 on the session bus"),
-        "{log}"
-    );
+    assert!(log.contains("lost org.cusax.Cusax1 on the session bus"), "{log}");
 }
 
 #[test]
@@ -387,10 +367,7 @@ fn completions_are_generated_for_common_shells() {
             .unwrap();
         assert!(out.status.success(), "{shell}");
         let script = stdout(&out);
-        assert!(
-            script.contains("watch") && script.contains("status"),
-            "{shell}: {script}"
-        );
+        assert!(script.contains("watch") && script.contains("status"), "{shell}: {script}");
     }
     // A reader that closes the pipe early is not an error (crates.md 7.7).
     let mut child = std::process::Command::new(cusax_tests::binary("cusaxctl"))

@@ -64,7 +64,7 @@ impl DaemonObject {
     }
 
     /// Our presence as contacts see it: (show, status). show is one of offline, available,
-    /// chat, away, xa, dnd.
+    /// chat, away, xa, dnd, or unconfigured without an XMPP account.
     #[zbus(property)]
     fn presence(&self) -> (String, String) {
         let status = self.status.borrow();

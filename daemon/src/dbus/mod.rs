@@ -39,6 +39,9 @@ pub enum ServeError {
 /// taken over from, or handed over to, another instance.
 pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
     let daemon = DaemonObject::new(hub.clone());
+    // The baseline is taken before anyone can call us, so no change slips by unsignalled.
+    let mut status = hub.status();
+    let shown = status.borrow_and_update().clone();
     let built = connection::Builder::session()
         .serve_at(ROOT_PATH, ObjectManager)
         .serve_at(ROOT_PATH, daemon)
@@ -50,13 +53,11 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
     let conn = match built {
         Ok(conn) => conn,
         Err(zbus::Error::NameTaken) => {
-            return Err(ServeError::AlreadyRunning {
-                pid: owner_pid().await,
-            });
+            return Err(ServeError::AlreadyRunning { pid: owner_pid().await });
         }
         Err(e) => return Err(e.into()),
     };
-    tokio::spawn(publish_changes(conn.clone(), hub.status()));
+    tokio::spawn(publish_changes(conn.clone(), status, shown));
     Ok(conn)
 }
 
@@ -83,8 +84,11 @@ async fn owner_pid() -> Option<u32> {
 
 /// Emits `PropertiesChanged` for each `Daemon` property whose value differs from the last
 /// published snapshot. Ends when the hub is gone.
-async fn publish_changes(conn: Connection, mut status: watch::Receiver<DaemonStatus>) {
-    let mut shown = status.borrow_and_update().clone();
+async fn publish_changes(
+    conn: Connection,
+    mut status: watch::Receiver<DaemonStatus>,
+    mut shown: DaemonStatus,
+) {
     while status.changed().await.is_ok() {
         let now = status.borrow_and_update().clone();
         if let Err(e) = emit_changes(&conn, &shown, &now).await {
@@ -95,15 +99,8 @@ async fn publish_changes(conn: Connection, mut status: watch::Receiver<DaemonSta
     debug!("hub gone; no more property changes");
 }
 
-async fn emit_changes(
-    conn: &Connection,
-    before: &DaemonStatus,
-    now: &DaemonStatus,
-) -> zbus::Result<()> {
-    let iface = conn
-        .object_server()
-        .interface::<_, DaemonObject>(ROOT_PATH)
-        .await?;
+async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStatus) -> zbus::Result<()> {
+    let iface = conn.object_server().interface::<_, DaemonObject>(ROOT_PATH).await?;
     let emitter = iface.signal_emitter();
     let object = iface.get().await;
     if before.sip_state != now.sip_state {

@@ -25,6 +25,8 @@ pub enum SipUriError {
     BadHost(String),
     #[error("an address of record needs a user part (sip:user@host)")]
     NoUser,
+    #[error("a SIP URI must not carry a password (RFC 3261 section 19.1.1)")]
+    HasPassword,
 }
 
 /// A parsed `sip:` or `sips:` URI, kept together with the text it was read from.
@@ -47,20 +49,19 @@ impl SipUri {
         if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
             return Err(SipUriError::WrongScheme);
         }
-        let (rest, tokens) = Tokenizer::tokenize(text.as_bytes())
-            .map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+        let (rest, tokens) =
+            Tokenizer::tokenize(text.as_bytes()).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         if !rest.is_empty() {
             let rest = String::from_utf8_lossy(rest);
-            return Err(SipUriError::Syntax(format!(
-                "unexpected {:?}",
-                short(&rest)
-            )));
+            return Err(SipUriError::Syntax(format!("unexpected {:?}", short(&rest))));
         }
-        let uri =
-            rsip::Uri::try_from(tokens).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+        let uri = rsip::Uri::try_from(tokens).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         match uri.scheme {
             Some(Scheme::Sip) | Some(Scheme::Sips) => {}
             _ => return Err(SipUriError::WrongScheme),
+        }
+        if uri.auth.as_ref().is_some_and(|auth| auth.password.is_some()) {
+            return Err(SipUriError::HasPassword);
         }
         if let Host::Domain(domain) = uri.host() {
             let domain = domain.to_string();
@@ -68,17 +69,11 @@ impl SipUri {
                 return Err(SipUriError::NoHost);
             }
             // RFC 3261 hostname: alphanumerics, '-' and '.'; rsip takes anything up to ':' or ';'.
-            if !domain
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            {
+            if !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
                 return Err(SipUriError::BadHost(short(&domain)));
             }
         }
-        Ok(Self {
-            text: text.to_owned(),
-            uri,
-        })
+        Ok(Self { text: text.to_owned(), uri })
     }
 
     /// Reads an address of record: a SIP URI with a user part (`sip:alice@example.com`).
@@ -134,59 +129,36 @@ mod tests {
         assert_eq!(uri.host(), "example.com");
         assert!(!uri.is_sips());
         assert_eq!(uri.to_string(), "sip:alice@example.com;transport=tcp");
-        assert!(
-            SipUri::parse_aor("sips:bob@127.0.0.1:5061")
-                .unwrap()
-                .is_sips()
-        );
+        assert!(SipUri::parse_aor("sips:bob@127.0.0.1:5061").unwrap().is_sips());
     }
 
     #[test]
     fn registrar_needs_no_user() {
         let uri = SipUri::parse("sip:sip.example.com;transport=tls").unwrap();
         assert_eq!(uri.user(), None);
-        assert_eq!(
-            SipUri::parse_aor("sip:sip.example.com"),
-            Err(SipUriError::NoUser)
-        );
+        assert_eq!(SipUri::parse_aor("sip:sip.example.com"), Err(SipUriError::NoUser));
     }
 
     #[test]
     fn refuses_what_is_not_a_sip_uri() {
         assert_eq!(SipUri::parse(""), Err(SipUriError::Empty));
-        assert_eq!(
-            SipUri::parse("sip:al ice@example.com"),
-            Err(SipUriError::BadCharacter)
-        );
-        assert_eq!(
-            SipUri::parse("tel:+15551234"),
-            Err(SipUriError::WrongScheme)
-        );
-        assert_eq!(
-            SipUri::parse("alice@example.com"),
-            Err(SipUriError::WrongScheme)
-        );
-        assert_eq!(
-            SipUri::parse("http://example.com"),
-            Err(SipUriError::WrongScheme)
-        );
-        assert!(matches!(
-            SipUri::parse("sip:"),
-            Err(SipUriError::Syntax(_) | SipUriError::NoHost)
-        ));
+        assert_eq!(SipUri::parse("sip:al ice@example.com"), Err(SipUriError::BadCharacter));
+        assert_eq!(SipUri::parse("tel:+15551234"), Err(SipUriError::WrongScheme));
+        assert_eq!(SipUri::parse("alice@example.com"), Err(SipUriError::WrongScheme));
+        assert_eq!(SipUri::parse("http://example.com"), Err(SipUriError::WrongScheme));
+        assert!(matches!(SipUri::parse("sip:"), Err(SipUriError::Syntax(_) | SipUriError::NoHost)));
         assert!(SipUri::parse("sip:alice@example.com>junk").is_err());
     }
 
     #[test]
+    fn refuses_a_password_in_the_uri() {
+        assert_eq!(SipUri::parse_aor("sip:alice:hunter2@example.com"), Err(SipUriError::HasPassword));
+    }
+
+    #[test]
     fn never_panics_on_odd_bytes() {
-        for text in [
-            "sip:@",
-            "sip::::",
-            "sips:a@[::1",
-            "sip:a@b:99999999",
-            "sip:\u{1F600}@x",
-            "sip:a@b;;;=",
-        ] {
+        for text in ["sip:@", "sip::::", "sips:a@[::1", "sip:a@b:99999999", "sip:\u{1F600}@x", "sip:a@b;;;="]
+        {
             let _ = SipUri::parse(text);
         }
     }
