@@ -355,7 +355,10 @@ mod tests {
         let vias: Vec<&str> = n.headers.iter().filter(|(k, _)| k == "Via").map(|(_, v)| v.as_str()).collect();
         assert_eq!(
             vias,
-            ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-aaa", "SIP/2.0/TCP [2001:db8::9]:5061;branch=z9hG4bK-bbb"]
+            [
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-aaa",
+                "SIP/2.0/TCP [2001:db8::9]:5061;branch=z9hG4bK-bbb"
+            ]
         );
         assert_eq!(n.header("to"), Some("<sip:bob@example.com>"));
         assert_eq!(n.header("From"), Some("\"Al, \\\"the\\\" Caller\" <sip:alice@example.com>;tag=98asjd8"));
@@ -396,8 +399,14 @@ mod tests {
         assert_eq!(normalise(b""), Err(SipParseError::Empty));
         assert_eq!(normalise(b"\r\n\r\n"), Err(SipParseError::Empty));
         assert_eq!(normalise(b"OPTIONS sip:a@b SIP/2.0\r\nVia"), Err(SipParseError::Unterminated));
-        assert_eq!(normalise(b"OPTIONS sip:a@b SIP/2.0\r\nNoColonHere\r\n\r\n"), Err(SipParseError::NoColon { line: 1 }));
-        assert_eq!(normalise(b"OPTIONS sip:a@b SIP/2.0\r\n: v\r\n\r\n"), Err(SipParseError::EmptyName { line: 1 }));
+        assert_eq!(
+            normalise(b"OPTIONS sip:a@b SIP/2.0\r\nNoColonHere\r\n\r\n"),
+            Err(SipParseError::NoColon { line: 1 })
+        );
+        assert_eq!(
+            normalise(b"OPTIONS sip:a@b SIP/2.0\r\n: v\r\n\r\n"),
+            Err(SipParseError::EmptyName { line: 1 })
+        );
         assert_eq!(normalise(b"OPTIONS sip:a@b SIP/2.0\r\nX: \xff\r\n\r\n"), Err(SipParseError::NotUtf8));
         let huge = format!("OPTIONS sip:a@b SIP/2.0\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert_eq!(normalise(huge.as_bytes()), Err(SipParseError::HeadTooLarge { limit: MAX_HEAD }));
@@ -409,7 +418,8 @@ mod tests {
         let secret = "OPTIONS sip:a@b SIP/2.0\r\nAuthorization: Digest response=\"s3cr3t\"\r\nBroken\r\n\r\n";
         let e = normalise(secret.as_bytes()).unwrap_err();
         assert!(!e.to_string().contains("s3cr3t"));
-        let n = normalise(b"OPTIONS sip:a@b SIP/2.0\r\nAuthorization: Digest response=\"s3cr3t\"\r\n\r\n").unwrap();
+        let n = normalise(b"OPTIONS sip:a@b SIP/2.0\r\nAuthorization: Digest response=\"s3cr3t\"\r\n\r\n")
+            .unwrap();
         assert!(!format!("{n:?}").contains("s3cr3t"));
     }
 
