@@ -2,7 +2,10 @@
 //! dialogs and registration as sans-I/O state machines.
 
 pub mod digest;
+pub mod header;
 pub mod message;
+pub mod registration;
+pub mod transaction;
 mod uri;
 
 pub use message::{Frame, Normalised, SipParseError, StreamFramer, normalise, parse_datagram};
