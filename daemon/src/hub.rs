@@ -1,13 +1,15 @@
 //! The hub: the one owner of the daemon's correlated state.
 //!
-//! Other actors send it [`HubCommand`]s through a [`HubHandle`] and read what it publishes as
-//! a [`DaemonStatus`] on a `watch` channel: readers always see a consistent snapshot, and a
-//! reader that falls behind skips to the newest one instead of queueing every change.
+//! The D-Bus side sends it [`HubCommand`]s through a [`HubHandle`]; the protocol actors (SIP
+//! now, XMPP and media later) report to it with [`HubEvent`]s and take its commands. It
+//! publishes what it knows as a [`DaemonStatus`] on a `watch` channel: readers always see a
+//! consistent snapshot, and a reader that falls behind skips to the newest one.
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, ConfigSource};
+use crate::sip::{self, SipHandle};
 
 /// How the SIP account stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,8 @@ impl Presence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonStatus {
     pub sip_state: SipState,
+    /// Why the SIP account is in its state, for people (empty when there is nothing to say).
+    pub sip_state_reason: String,
     pub xmpp_state: XmppState,
     /// Our SIP address of record, or empty without a SIP account.
     pub sip_address: String,
@@ -91,6 +95,7 @@ impl DaemonStatus {
     fn from_config(config: &Config) -> Self {
         Self {
             sip_state: if config.sip.is_some() { SipState::Unregistered } else { SipState::Unconfigured },
+            sip_state_reason: String::new(),
             xmpp_state: if config.xmpp.is_some() { XmppState::Offline } else { XmppState::Unconfigured },
             sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
             jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
@@ -104,6 +109,14 @@ impl DaemonStatus {
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
     Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
+    /// Leave the networks cleanly (unregister), then stop.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// What a protocol actor reports to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    Sip { state: SipState, reason: String },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -125,19 +138,30 @@ impl HubHandle {
         answer.await.map_err(|_| HubGone)
     }
 
+    /// Unregisters and stops the actors; returns when they are done.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(HubCommand::Shutdown { done }).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+
     /// A receiver of status snapshots; `changed()` wakes on every new one.
     pub fn status(&self) -> watch::Receiver<DaemonStatus> {
         self.status.clone()
     }
 }
 
-/// Starts the hub task with a config that was already validated. The task ends when every
-/// [`HubHandle`] is dropped.
-pub fn spawn(source: ConfigSource, config: Config) -> HubHandle {
+/// Starts the hub task, and the protocol actors under it, with a config that was already
+/// validated. `instance` is our `+sip.instance` URN. The task ends when every [`HubHandle`] is
+/// dropped or on [`HubHandle::shutdown`].
+pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandle {
     let (commands_tx, commands) = mpsc::channel(32);
+    let (events_tx, events) = mpsc::channel(64);
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
-    let hub = Hub { source, config, status: status_tx };
-    tokio::spawn(hub.run(commands));
+    let sip = sip::spawn(events_tx, instance);
+    let hub = Hub { source, config, status: status_tx, sip };
+    tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status }
 }
 
@@ -145,17 +169,41 @@ struct Hub {
     source: ConfigSource,
     config: Config,
     status: watch::Sender<DaemonStatus>,
+    sip: SipHandle,
 }
 
 impl Hub {
-    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>) {
-        while let Some(command) = commands.recv().await {
-            match command {
-                HubCommand::Reload { reply } => {
-                    let result = self.reload().await;
-                    // The caller may have timed out and gone; the reload stands either way.
-                    let _ = reply.send(result);
-                }
+    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut events: mpsc::Receiver<HubEvent>) {
+        self.sip.configure(self.config.sip.clone()).await;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(HubCommand::Reload { reply }) => {
+                        let result = self.reload().await;
+                        // The caller may have timed out and gone; the reload stands either way.
+                        let _ = reply.send(result);
+                    }
+                    Some(HubCommand::Shutdown { done }) => {
+                        self.sip.shutdown().await;
+                        let _ = done.send(());
+                        break;
+                    }
+                },
+                Some(event) = events.recv() => self.on_event(event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: HubEvent) {
+        match event {
+            HubEvent::Sip { state, reason } => {
+                self.status.send_if_modified(|status| {
+                    let changed = status.sip_state != state || status.sip_state_reason != reason;
+                    status.sip_state = state;
+                    status.sip_state_reason = reason;
+                    changed
+                });
             }
         }
     }
@@ -179,11 +227,14 @@ impl Hub {
         }
         info!(path = %self.source.path.display(), "config reloaded");
         let fresh = DaemonStatus::from_config(&config);
+        let sip_changed = config.sip != self.config.sip;
         self.status.send_if_modified(|status| {
             let before = status.clone();
-            // An account whose settings did not change keeps its live state.
-            if config.sip != self.config.sip {
+            // An account whose settings did not change keeps its live state; a changed one
+            // starts over, and its actor reports from there.
+            if sip_changed {
                 status.sip_state = fresh.sip_state;
+                status.sip_state_reason = String::new();
                 status.sip_address = fresh.sip_address.clone();
             }
             if config.xmpp != self.config.xmpp {
@@ -194,6 +245,9 @@ impl Hub {
             *status != before
         });
         self.config = config;
+        if sip_changed {
+            self.sip.configure(self.config.sip.clone()).await;
+        }
         Ok(())
     }
 }
@@ -215,24 +269,24 @@ mod tests {
         let path = dir.path().join("config.toml");
         write(&path, "");
         let source = ConfigSource { path: path.clone(), explicit: true };
-        let hub = spawn(source.clone(), Config::load(&source).unwrap());
+        let hub = spawn(source.clone(), Config::load(&source).unwrap(), "urn:uuid:test".into());
         let mut status = hub.status();
         assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
         assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);
 
-        write(&path, "[sip]\naor = \"sip:alice@127.0.0.1\"\n[xmpp]\njid = \"alice@localhost\"\n");
+        // (SIP accounts start network activity; the end-to-end tests cover them.)
+        write(&path, "[xmpp]\njid = \"alice@localhost\"\n");
         hub.reload().await.unwrap().unwrap();
         assert!(status.has_changed().unwrap());
         let now = status.borrow_and_update().clone();
-        assert_eq!(now.sip_state, SipState::Unregistered);
-        assert_eq!(now.sip_address, "sip:alice@127.0.0.1");
         assert_eq!(now.xmpp_state, XmppState::Offline);
         assert_eq!(now.jid, "alice@localhost");
+        assert_eq!(now.presence, Presence::offline());
 
-        write(&path, "[sip]\naor = \"nonsense\"\n");
+        write(&path, "[xmpp]\njid = \"nonsense\"\n");
         let refused = hub.reload().await.unwrap().unwrap_err();
-        assert_eq!(refused.name(), "bad-sip-uri");
+        assert_eq!(refused.name(), "bad-jid");
         assert!(!status.has_changed().unwrap());
-        assert_eq!(status.borrow().sip_address, "sip:alice@127.0.0.1");
+        assert_eq!(status.borrow().jid, "alice@localhost");
     }
 }

@@ -7,6 +7,8 @@
 //!   [`hub::DaemonStatus`].
 //! - [`dbus`] serves the D-Bus API: it turns method calls into hub commands, and hub status
 //!   changes into `PropertiesChanged` signals.
+//! - [`sip`] owns the SIP transport and drives the registration from `cusax-protocol`; it
+//!   reports to the hub and takes its commands.
 //!
 //! [`config`] reads and validates the config file; [`logging`] sets up tracing. `main.rs`
 //! wires them together. The protocol logic itself lives in the `cusax-protocol` crate, which
@@ -16,6 +18,8 @@ pub mod config;
 pub mod dbus;
 pub mod hub;
 pub mod logging;
+pub mod sip;
+pub mod store;
 
 /// The daemon's version, as shown by `--version` and the `Version` D-Bus property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use cusaxd::config::{Config, ConfigSource};
-use cusaxd::{dbus, hub, logging};
+use cusaxd::{dbus, hub, logging, sip, store};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -85,7 +85,10 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
 
     info!(version = cusaxd::VERSION, config = %source.path.display(), "{}", summary(&config));
-    let hub = hub::spawn(source, config);
+    let data = store::data_dir().context("no home directory for $XDG_DATA_HOME/cusax")?;
+    let instance = store::instance_id(&data, sip::new_instance)
+        .with_context(|| format!("cannot keep the SIP instance id in {}", data.display()))?;
+    let hub = hub::spawn(source, config, instance);
     let conn = dbus::serve(hub.clone()).await?;
     info!(name = dbus::BUS_NAME, "ready on the session bus");
     notify(&[NotifyState::Ready]);
@@ -116,6 +119,10 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     }
     info!("stopping");
     notify(&[NotifyState::Stopping]);
+    // Unregister within the bound a clean stop has (the SIP actor waits 700 ms at most).
+    if tokio::time::timeout(Duration::from_millis(900), hub.shutdown()).await.is_err() {
+        warn!("the actors did not stop in time");
+    }
     // Let callers see the name go at once; the process exit would release it too.
     match tokio::time::timeout(Duration::from_millis(500), conn.release_name(dbus::BUS_NAME)).await {
         Ok(Ok(_)) => {}

@@ -40,8 +40,12 @@ pub fn binary(name: &str) -> PathBuf {
     let built = fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: run `cargo build --workspace --bins`", path.display()));
-    let sources =
-        ["protocol", "daemon", "cli"].iter().map(|c| repo_root().join(c)).filter_map(|d| newest(&d)).max();
+    // The crates each binary is built from.
+    let crates: &[&str] = match name {
+        "cusaxctl" => &["cli"],
+        _ => &["daemon", "protocol"],
+    };
+    let sources = crates.iter().map(|c| repo_root().join(c)).filter_map(|d| newest(&d)).max();
     if let Some(source) = sources {
         assert!(
             source <= built,

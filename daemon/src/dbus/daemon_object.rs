@@ -45,6 +45,13 @@ impl DaemonObject {
         self.status.borrow().sip_state.as_str()
     }
 
+    /// Why the SIP account is in its state, for people: for example "the registrar refused
+    /// our credentials: wrong username or password". Empty when there is nothing to say.
+    #[zbus(property)]
+    fn sip_state_reason(&self) -> String {
+        self.status.borrow().sip_state_reason.clone()
+    }
+
     /// The XMPP account: unconfigured, offline, connecting, online or failed.
     #[zbus(property)]
     fn xmpp_state(&self) -> &str {

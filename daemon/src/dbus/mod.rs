@@ -106,6 +106,9 @@ async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStat
     if before.sip_state != now.sip_state {
         object.sip_state_changed(emitter).await?;
     }
+    if before.sip_state_reason != now.sip_state_reason {
+        object.sip_state_reason_changed(emitter).await?;
+    }
     if before.xmpp_state != now.xmpp_state {
         object.xmpp_state_changed(emitter).await?;
     }

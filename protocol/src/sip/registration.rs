@@ -15,7 +15,7 @@ use super::message::Normalised;
 use super::transaction::{ClientOutput, NonInviteClient, Reliability};
 
 /// Randomness from outside (the OS CSPRNG in the daemon, a fixed sequence in tests).
-pub trait Entropy: Send {
+pub trait Entropy: Send + Sync {
     fn fill(&mut self, bytes: &mut [u8]);
 }
 
@@ -94,10 +94,18 @@ pub enum RegistrationEvent {
     State(RegistrationState),
 }
 
-/// Backoff after failures: from 2 s, doubling, up to 5 minutes, each wait drawn between half
-/// and all of that (so many clients do not retry in step).
+/// Backoff after failures (see [`backoff`]); the jitter keeps many clients out of step.
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait before attempt `failures + 1`: a ceiling of 2 s doubling per failure up
+/// to 5 minutes, and a wait drawn between half and all of it.
+pub fn backoff(failures: u32, entropy: &mut dyn Entropy) -> Duration {
+    let ceiling = BACKOFF_FIRST.saturating_mul(1 << failures.min(8)).min(BACKOFF_MAX);
+    let mut byte = [0u8];
+    entropy.fill(&mut byte);
+    ceiling / 2 + ceiling / 2 * u32::from(byte[0]) / 255
+}
 
 struct Pending {
     branch: String,
@@ -332,11 +340,7 @@ impl Registration {
         if self.unregistering {
             return self.set_state(RegistrationState::Unregistered);
         }
-        let ceiling = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(8)).min(BACKOFF_MAX);
-        let mut byte = [0u8];
-        self.entropy.fill(&mut byte);
-        // Between half and all of the ceiling.
-        let wait = ceiling / 2 + ceiling / 2 * u32::from(byte[0]) / 255;
+        let wait = backoff(self.failures, self.entropy.as_mut());
         let wait = at_least.map_or(wait, |floor| wait.max(floor));
         self.failures += 1;
         self.next_register = Some(now + wait);

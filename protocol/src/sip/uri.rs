@@ -94,6 +94,10 @@ impl SipUri {
         self.uri.host().to_string()
     }
 
+    pub fn port(&self) -> Option<u16> {
+        self.uri.port().map(|p| *p.value())
+    }
+
     pub fn is_sips(&self) -> bool {
         matches!(self.uri.scheme, Some(Scheme::Sips))
     }
@@ -129,7 +133,10 @@ mod tests {
         assert_eq!(uri.host(), "example.com");
         assert!(!uri.is_sips());
         assert_eq!(uri.to_string(), "sip:alice@example.com;transport=tcp");
-        assert!(SipUri::parse_aor("sips:bob@127.0.0.1:5061").unwrap().is_sips());
+        let sips = SipUri::parse_aor("sips:bob@127.0.0.1:5061").unwrap();
+        assert!(sips.is_sips());
+        assert_eq!(sips.port(), Some(5061));
+        assert_eq!(uri.port(), None);
     }
 
     #[test]

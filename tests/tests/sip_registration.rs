@@ -1,0 +1,142 @@
+//! cusaxd registers its SIP account with a real Kamailio (digest authentication), over UDP and
+//! TCP: the location table shows our Contact with `+sip.instance` and `reg-id`, a wrong
+//! password ends in `failed` without a retry loop, and a clean stop unregisters.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cusax_tests::{Cusaxd, PATIENCE, PrivateBus, Testbed, cusaxctl, write_private};
+use serde_json::Value;
+
+fn status(bus: &PrivateBus) -> Value {
+    let out = cusaxctl(bus, &["status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls the daemon until `SipState` is `state`; returns the status and how long it took.
+fn wait_for_sip_state(bus: &PrivateBus, state: &str) -> (Value, Duration) {
+    let start = Instant::now();
+    loop {
+        let now = status(bus);
+        if now["SipState"] == state {
+            return (now, start.elapsed());
+        }
+        assert!(start.elapsed() < PATIENCE, "SipState never became {state}: {now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kamcmd(testbed: &Testbed, args: &[&str]) -> String {
+    let socket = format!("tcp:127.0.0.1:{}", testbed.port("KAM_CTL_PORT"));
+    let out = Command::new("kamcmd").arg("-s").arg(&socket).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How many REGISTER requests Kamailio has received.
+fn registers_received(testbed: &Testbed) -> u64 {
+    let stats = kamcmd(testbed, &["stats.get_statistics", "all"]);
+    stats
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("core:rcv_requests_register = "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no REGISTER count in {stats}"))
+}
+
+fn account(dir: &Path, testbed: &Testbed, transport: &str, password: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\npassword = \"{password}\"\n",
+        testbed.port("SIP_PORT")
+    );
+    write_private(&path, &text).unwrap();
+    path
+}
+
+fn registers_unregisters(transport: &str) {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = account(dir.path(), &testbed, transport, "secret-alice");
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+
+    let (now, _) = wait_for_sip_state(&bus, "registered");
+    assert_eq!(now["SipStateReason"], "");
+    let instance = std::fs::read_to_string(data.join("cusax/instance-id")).unwrap();
+    let location = kamcmd(&testbed, &["ul.dump"]);
+    assert!(location.contains("AoR: alice"), "{location}");
+    assert!(location.contains(&format!("Instance: <{}>", instance.trim())), "{location}");
+    assert!(location.contains("Reg-Id: 1"), "{location}");
+    assert!(location.contains("User-Agent: cusaxd/"), "{location}");
+    assert!(location.contains(&format!("Socket: {transport}:127.0.0.1:")), "{location}");
+
+    let (exit, _) = daemon.stop_with("TERM").unwrap();
+    assert!(exit.success());
+    let location = kamcmd(&testbed, &["ul.dump"]);
+    assert!(!location.contains("AoR: alice"), "the binding outlived a clean stop: {location}");
+
+    // A second start keeps the same instance (RFC 5626: stable across restarts).
+    let daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for_sip_state(&bus, "registered");
+    let location = kamcmd(&testbed, &["ul.dump"]);
+    assert!(location.contains(&format!("Instance: <{}>", instance.trim())), "{location}");
+    drop(daemon);
+}
+
+#[test]
+fn registers_and_unregisters_over_udp() {
+    registers_unregisters("udp");
+}
+
+#[test]
+fn registers_and_unregisters_over_tcp() {
+    registers_unregisters("tcp");
+}
+
+#[test]
+fn a_wrong_password_fails_within_5_seconds_and_is_not_retried() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = account(dir.path(), &testbed, "udp", "not-alices-password");
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+
+    let (now, took) = wait_for_sip_state(&bus, "failed");
+    assert!(took < Duration::from_secs(5), "failed only after {took:?}");
+    assert_eq!(now["SipStateReason"], "the registrar refused our credentials: wrong username or password");
+    // One REGISTER without and one with credentials; then nothing more.
+    assert_eq!(registers_received(&testbed), 2);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(registers_received(&testbed), 2, "cusaxd retried a refused password");
+    assert_eq!(status(&bus)["SipState"], "failed");
+}
+
+#[test]
+fn an_unreachable_registrar_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Nothing listens on this port: the connection is refused.
+    let port = cusax_tests::free_ports(1)[0];
+    let path = dir.path().join("config.toml");
+    write_private(
+        &path,
+        &format!("[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{port}\"\ntransport = \"tcp\"\npassword = \"x\"\n"),
+    )
+    .unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    let (now, _) = wait_for_sip_state(&bus, "failed");
+    let reason = now["SipStateReason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.starts_with(&format!("cannot connect to 127.0.0.1:{port}")), "{reason}");
+    // The first retry comes after 1 to 2 s.
+    let start = Instant::now();
+    while !daemon.log_text().contains("retry_in")
+        || daemon.log_text().matches("SIP account not started").count() < 2
+    {
+        assert!(start.elapsed() < PATIENCE, "no retry:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
