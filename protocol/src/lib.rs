@@ -2,11 +2,13 @@
 //! reads a clock. Time, when a piece needs it, comes in as an argument, so every behaviour can
 //! be tested deterministically in milliseconds.
 //!
-//! - [`sip`]: SIP addresses (and, as the SIP stack grows, messages, transactions, dialogs,
-//!   registration and digest authentication as sans-I/O state machines).
+//! - [`sip`]: SIP addresses, the message layer, digest authentication, transactions and
+//!   registration as sans-I/O state machines (dialogs come next).
+//! - [`sdp`]: offer/answer for the audio stream of a call.
 //! - [`xmpp`]: XMPP addresses (and the CUSAX elements carried in stanzas).
 //!
 //! The daemon (`cusaxd`) drives these pieces from its actors; see ARCHITECTURE.md.
 
+pub mod sdp;
 pub mod sip;
 pub mod xmpp;
