@@ -1,6 +1,7 @@
 //! SIP: addresses, reading messages off the wire, and (as the stack is built) transactions,
 //! dialogs and registration as sans-I/O state machines.
 
+pub mod call;
 pub mod digest;
 pub mod header;
 pub mod message;
