@@ -52,6 +52,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Call a sip:/sips: URI, a tel: URI or an E.164 number; prints the call's object path.
+    Call { target: String },
+    /// Answer an incoming call (the only one when CALL is left out).
+    Answer {
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+    },
+    /// Hang up, cancel or decline a call (the only one when CALL is left out).
+    Hangup {
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+    },
+    /// List the calls.
+    Calls {
+        /// One JSON object per call.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -83,6 +101,15 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Status { json } => status(&conn, timeout, json).await,
             Command::Watch { json } => watch(&conn, timeout, json).await,
+            Command::Call { target } => place_call(&conn, timeout, &target).await,
+            Command::Answer { call } => {
+                call_method(&conn, timeout, call.as_deref(), "Answer", &["incoming"]).await
+            }
+            Command::Hangup { call } => {
+                let live = ["dialing", "ringing", "incoming", "active"];
+                call_method(&conn, timeout, call.as_deref(), "Hangup", &live).await
+            }
+            Command::Calls { json } => list_calls(&conn, timeout, json).await,
             Command::Completions { .. } => Ok(()),
         }
     });
@@ -124,6 +151,13 @@ fn daemon_error(e: zbus::Error) -> anyhow::Error {
         _ => String::new(),
     };
     match name.as_str() {
+        ours if ours.starts_with("org.cusax.Cusax1.Error.") => {
+            let message = match &e {
+                zbus::Error::MethodError(_, Some(message), _) => message.clone(),
+                _ => e.to_string(),
+            };
+            anyhow!("{message} ({ours})")
+        }
         "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
             anyhow!("cusaxd is not running on the session bus (nobody owns {BUS_NAME})")
         }
@@ -212,6 +246,111 @@ async fn watch(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Resu
                 return Err(anyhow!("cannot write to stdout"));
             }
         }
+    }
+}
+
+const CALL_IFACE: &str = "org.cusax.Cusax1.Call";
+
+async fn place_call(conn: &Connection, timeout: Duration, target: &str) -> anyhow::Result<()> {
+    let options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+    let reply = bounded(
+        timeout,
+        conn.call_method(
+            Some(BUS_NAME),
+            ROOT_PATH,
+            Some("org.cusax.Cusax1.Calls"),
+            "PlaceCall",
+            &(target, options),
+        ),
+    )
+    .await?;
+    let path: zbus::OwnedObjectPath = reply.body().deserialize()?;
+    print_line(path.as_str())
+}
+
+/// Every call object with its properties, by path.
+async fn calls(
+    conn: &Connection,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, HashMap<String, OwnedValue>)>> {
+    let reply = bounded(
+        timeout,
+        conn.call_method(
+            Some(BUS_NAME),
+            ROOT_PATH,
+            Some("org.freedesktop.DBus.ObjectManager"),
+            "GetManagedObjects",
+            &(),
+        ),
+    )
+    .await?;
+    let objects: HashMap<zbus::OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>> =
+        reply.body().deserialize()?;
+    let mut calls: Vec<(String, HashMap<String, OwnedValue>)> = objects
+        .into_iter()
+        .filter_map(|(path, mut interfaces)| Some((path.to_string(), interfaces.remove(CALL_IFACE)?)))
+        .collect();
+    calls.sort_by_key(|(path, _)| path.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0));
+    Ok(calls)
+}
+
+async fn list_calls(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for (path, properties) in calls(conn, timeout).await? {
+        if json {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                properties.iter().map(|(k, v)| (k.clone(), render::to_json(v))).collect();
+            object.insert("Path".into(), serde_json::Value::String(path));
+            text.push_str(&format!("{}\n", serde_json::Value::Object(object)));
+        } else {
+            text.push_str(&render::call_line(&path, &properties));
+        }
+    }
+    match write_stdout(text.as_bytes()) {
+        ExitCode::SUCCESS => Ok(()),
+        _ => Err(anyhow!("cannot write the calls")),
+    }
+}
+
+/// Calls `method` on the call named by `call` (`N`, `call/N` or a path), or on the only call
+/// whose state is one of `states` when `call` is left out.
+async fn call_method(
+    conn: &Connection,
+    timeout: Duration,
+    call: Option<&str>,
+    method: &str,
+    states: &[&str],
+) -> anyhow::Result<()> {
+    let path = match call {
+        Some(name) => {
+            let number = name.rsplit('/').next().unwrap_or(name);
+            number
+                .parse::<u64>()
+                .map_err(|_| anyhow!("{name:?} is not a call (give N, call/N or its path)"))?;
+            format!("{ROOT_PATH}/call/{number}")
+        }
+        None => {
+            let candidates: Vec<String> = calls(conn, timeout)
+                .await?
+                .into_iter()
+                .filter(|(_, p)| p.get("State").is_some_and(|s| matches!(render::to_json(s), serde_json::Value::String(s) if states.contains(&s.as_str()))))
+                .map(|(path, _)| path)
+                .collect();
+            match candidates.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(anyhow!("no call to {} ({})", method.to_lowercase(), states.join(", "))),
+                _ => return Err(anyhow!("several calls: name one ({})", candidates.join(", "))),
+            }
+        }
+    };
+    bounded(timeout, conn.call_method(Some(BUS_NAME), path.as_str(), Some(CALL_IFACE), method, &())).await?;
+    Ok(())
+}
+
+fn print_line(text: &str) -> anyhow::Result<()> {
+    match write_stdout(format!("{text}\n").as_bytes()) {
+        ExitCode::SUCCESS => Ok(()),
+        _ => Err(anyhow!("cannot write to stdout")),
     }
 }
 

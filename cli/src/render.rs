@@ -81,6 +81,18 @@ pub fn status_text(properties: &HashMap<String, OwnedValue>) -> String {
     )
 }
 
+/// One line of `cusaxctl calls`.
+pub fn call_line(path: &str, properties: &HashMap<String, OwnedValue>) -> String {
+    let text = |name: &str| match properties.get(name).map(|v| to_json(v)) {
+        Some(Json::String(s)) => s,
+        _ => String::new(),
+    };
+    let name = path.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/");
+    let reason = text("StateReason");
+    let reason = if reason.is_empty() { String::new() } else { format!("  ({reason})") };
+    format!("{name:<8} {:<9} {:<9} {}{reason}\n", text("State"), text("Direction"), text("RemoteUri"))
+}
+
 pub fn property_events(
     path: &str,
     interface: &str,

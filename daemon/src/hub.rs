@@ -8,8 +8,18 @@
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigError, ConfigSource};
-use crate::sip::{self, SipHandle};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cusax_protocol::sdp::{self, Codec as SdpCodec};
+pub use cusax_protocol::sip::call::CallState;
+use tokio::time::Instant;
+
+use crate::config::{Codec, Config, ConfigError, ConfigSource};
+use crate::sip::{self, CallError, CallId, SipHandle};
+
+/// How long an ended call stays visible (its object, with State "ended" and the reason).
+const ENDED_CALL_LINGER: Duration = Duration::from_secs(2);
 
 /// How the SIP account stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +85,32 @@ impl Presence {
     }
 }
 
-/// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    Incoming,
+    Outgoing,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Incoming => "incoming",
+            CallDirection::Outgoing => "outgoing",
+        }
+    }
+}
+
+/// What the daemon shows of a call: the `org.cusax.Cusax1.Call` properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    pub state: CallState,
+    /// Why the call is in its state (for an ended call: who hung up, busy, declined ...).
+    pub reason: String,
+    pub direction: CallDirection,
+    pub remote_uri: String,
+}
+
+/// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties, and its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonStatus {
     pub sip_state: SipState,
@@ -87,6 +122,7 @@ pub struct DaemonStatus {
     /// Our bare JID, or empty without an XMPP account.
     pub jid: String,
     pub presence: Presence,
+    pub calls: BTreeMap<CallId, CallInfo>,
 }
 
 impl DaemonStatus {
@@ -100,6 +136,7 @@ impl DaemonStatus {
             sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
             jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
             presence: if config.xmpp.is_some() { Presence::offline() } else { Presence::unconfigured() },
+            calls: BTreeMap::new(),
         }
     }
 }
@@ -108,15 +145,32 @@ impl DaemonStatus {
 #[derive(Debug)]
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
-    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
-    /// Leave the networks cleanly (unregister), then stop.
-    Shutdown { done: oneshot::Sender<()> },
+    Reload {
+        reply: oneshot::Sender<Result<(), ConfigError>>,
+    },
+    PlaceCall {
+        target: String,
+        reply: oneshot::Sender<Result<CallId, CallError>>,
+    },
+    Answer {
+        call: CallId,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    Hangup {
+        call: CallId,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Leave the networks cleanly (hang up, unregister), then stop.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What a protocol actor reports to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     Sip { state: SipState, reason: String },
+    Call { id: CallId, info: CallInfo },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -136,6 +190,25 @@ impl HubHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(HubCommand::Reload { reply }).await.map_err(|_| HubGone)?;
         answer.await.map_err(|_| HubGone)
+    }
+
+    pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
+        self.ask(|reply| HubCommand::PlaceCall { target, reply }).await?
+    }
+
+    pub async fn answer(&self, call: CallId) -> Result<(), CallError> {
+        self.ask(|reply| HubCommand::Answer { call, reply }).await?
+    }
+
+    pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
+        self.ask(|reply| HubCommand::Hangup { call, reply }).await?
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> HubCommand) -> Result<T, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || CallError::Failed(HubGone.to_string());
+        self.commands.send(command(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
     }
 
     /// Unregisters and stops the actors; returns when they are done.
@@ -160,7 +233,7 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandl
     let (events_tx, events) = mpsc::channel(64);
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
     let sip = sip::spawn(events_tx, instance);
-    let hub = Hub { source, config, status: status_tx, sip };
+    let hub = Hub { source, config, status: status_tx, sip, ended: Vec::new() };
     tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status }
 }
@@ -170,12 +243,29 @@ struct Hub {
     config: Config,
     status: watch::Sender<DaemonStatus>,
     sip: SipHandle,
+    /// Ended calls, and when to drop them from the status.
+    ended: Vec<(CallId, Instant)>,
+}
+
+/// The codec preference of the config, as SDP names the codecs.
+fn sdp_codecs(config: &Config) -> Vec<SdpCodec> {
+    config
+        .media
+        .codecs
+        .iter()
+        .map(|c| match c {
+            Codec::Opus => sdp::OPUS,
+            Codec::Pcmu => sdp::PCMU,
+            Codec::Pcma => sdp::PCMA,
+        })
+        .collect()
 }
 
 impl Hub {
     async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut events: mpsc::Receiver<HubEvent>) {
-        self.sip.configure(self.config.sip.clone()).await;
+        self.sip.configure(self.config.sip.clone(), sdp_codecs(&self.config)).await;
         loop {
+            let linger = self.ended.iter().map(|(_, at)| *at).min();
             tokio::select! {
                 command = commands.recv() => match command {
                     None => break,
@@ -184,6 +274,15 @@ impl Hub {
                         // The caller may have timed out and gone; the reload stands either way.
                         let _ = reply.send(result);
                     }
+                    Some(HubCommand::PlaceCall { target, reply }) => {
+                        let _ = reply.send(self.sip.place_call(target).await);
+                    }
+                    Some(HubCommand::Answer { call, reply }) => {
+                        let _ = reply.send(self.sip.answer(call).await);
+                    }
+                    Some(HubCommand::Hangup { call, reply }) => {
+                        let _ = reply.send(self.sip.hangup(call).await);
+                    }
                     Some(HubCommand::Shutdown { done }) => {
                         self.sip.shutdown().await;
                         let _ = done.send(());
@@ -191,8 +290,20 @@ impl Hub {
                     }
                 },
                 Some(event) = events.recv() => self.on_event(event),
+                _ = sleep_until(linger) => self.forget_ended(),
             }
         }
+    }
+
+    fn forget_ended(&mut self) {
+        let now = Instant::now();
+        let due: Vec<CallId> = self.ended.iter().filter(|(_, at)| *at <= now).map(|(id, _)| *id).collect();
+        self.ended.retain(|(_, at)| *at > now);
+        self.status.send_if_modified(|status| {
+            let before = status.calls.len();
+            status.calls.retain(|id, _| !due.contains(id));
+            status.calls.len() != before
+        });
     }
 
     fn on_event(&mut self, event: HubEvent) {
@@ -202,6 +313,16 @@ impl Hub {
                     let changed = status.sip_state != state || status.sip_state_reason != reason;
                     status.sip_state = state;
                     status.sip_state_reason = reason;
+                    changed
+                });
+            }
+            HubEvent::Call { id, info } => {
+                if info.state == CallState::Ended {
+                    self.ended.push((id, Instant::now() + ENDED_CALL_LINGER));
+                }
+                self.status.send_if_modified(|status| {
+                    let changed = status.calls.get(&id) != Some(&info);
+                    status.calls.insert(id, info);
                     changed
                 });
             }
@@ -228,6 +349,7 @@ impl Hub {
         info!(path = %self.source.path.display(), "config reloaded");
         let fresh = DaemonStatus::from_config(&config);
         let sip_changed = config.sip != self.config.sip;
+        let config_codecs_changed = config.media.codecs != self.config.media.codecs;
         self.status.send_if_modified(|status| {
             let before = status.clone();
             // An account whose settings did not change keeps its live state; a changed one
@@ -245,10 +367,17 @@ impl Hub {
             *status != before
         });
         self.config = config;
-        if sip_changed {
-            self.sip.configure(self.config.sip.clone()).await;
+        if sip_changed || config_codecs_changed {
+            self.sip.configure(self.config.sip.clone(), sdp_codecs(&self.config)).await;
         }
         Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

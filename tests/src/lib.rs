@@ -405,3 +405,181 @@ impl Drop for Testbed {
         let _ = self.stop();
     }
 }
+
+/// A headless baresip (the stock SIP softphone of the test bed) registered with the test
+/// bed's Kamailio, auto-answering, playing a 440 Hz tone; driven through its ctrl_tcp JSON.
+pub struct Baresip {
+    child: Child,
+    dir: TempDir,
+    ctrl: std::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Baresip {
+    /// Starts `user` (password `secret-<user>`) and waits for its registration.
+    pub fn start(testbed: &Testbed, user: &str, transport: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let sip_port = free_port_block(2);
+        let rtp = free_port_block(20);
+        let ctrl_port = free_ports(1)[0];
+        let proxy_port = testbed.port("SIP_PORT");
+        let conf = dir.path().join("conf");
+        let status = Command::new(repo_root().join("tests/testbed/baresip/mkconf.sh"))
+            .arg(&conf)
+            .args([user, &format!("secret-{user}"), &sip_port.to_string(), &format!("{rtp}-{}", rtp + 19)])
+            .args([&ctrl_port.to_string(), "tone.wav"])
+            .env("BARESIP_OUTBOUND", format!("sip:127.0.0.1:{proxy_port}"))
+            .env("BARESIP_TRANSPORT", transport)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("mkconf.sh failed");
+        }
+        let tone = Command::new("sox")
+            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+            .arg(conf.join("tone.wav"))
+            .args(["synth", "60", "sine", "440", "vol", "0.5"])
+            .status()?;
+        if !tone.success() {
+            bail!("sox failed");
+        }
+        let log = dir.path().join("baresip.log");
+        let child = Command::new("baresip")
+            .args(["-f", "."])
+            .current_dir(&conf)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start baresip")?;
+        let start = Instant::now();
+        let ctrl = loop {
+            let registered = fs::read_to_string(&log).unwrap_or_default().contains("200 OK");
+            if registered && let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", ctrl_port)) {
+                break stream;
+            }
+            if start.elapsed() > PATIENCE {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("baresip did not register:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ctrl.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Self { child, dir, ctrl, buffer: Vec::new() })
+    }
+
+    /// Sends a ctrl_tcp command (`dial`, `hangup`, `accept` ...).
+    pub fn command(&mut self, command: &str, params: &str) -> anyhow::Result<()> {
+        let json = serde_json::json!({"command": command, "params": params, "token": "t"}).to_string();
+        std::io::Write::write_all(&mut self.ctrl, format!("{}:{json},", json.len()).as_bytes())?;
+        Ok(())
+    }
+
+    /// Waits for an event of `kind` (CALL_ESTABLISHED, CALL_CLOSED ...), skipping others.
+    pub fn wait_event(&mut self, kind: &str) -> anyhow::Result<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            while let Some(message) = self.next_netstring()? {
+                if message["event"] == true && message["type"] == kind {
+                    return Ok(message);
+                }
+            }
+            if start.elapsed() > PATIENCE {
+                bail!("no {kind} from baresip within {PATIENCE:?}:\n{}", self.log());
+            }
+            let mut chunk = [0u8; 4096];
+            match std::io::Read::read(&mut self.ctrl, &mut chunk) {
+                Ok(0) => bail!("baresip closed its control connection"),
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn next_netstring(&mut self) -> anyhow::Result<Option<serde_json::Value>> {
+        let Some(colon) = self.buffer.iter().position(|b| *b == b':') else { return Ok(None) };
+        let length: usize = std::str::from_utf8(&self.buffer[..colon])?.parse()?;
+        if self.buffer.len() < colon + 1 + length + 1 {
+            return Ok(None);
+        }
+        let value = serde_json::from_slice(&self.buffer[colon + 1..colon + 1 + length])?;
+        self.buffer.drain(..colon + 1 + length + 1);
+        Ok(Some(value))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// One line per member of every interface in `node` but the three every D-Bus object has, in
+/// a form that ignores order and doc comments; `only` limits it to the named interfaces.
+pub fn api_shape(node: &zbus_xml::Node<'_>, only: Option<&[&str]>) -> std::collections::BTreeSet<String> {
+    const EVERY_OBJECT: [&str; 3] = [
+        "org.freedesktop.DBus.Properties",
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Peer",
+    ];
+    let args = |args: &[zbus_xml::Arg<'_>]| {
+        args.iter()
+            .map(|a| format!("{} {} {:?}", a.name().unwrap_or("-"), a.ty(), a.direction()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = std::collections::BTreeSet::new();
+    for interface in node.interfaces() {
+        let name = interface.name().to_string();
+        if EVERY_OBJECT.contains(&name.as_str()) || only.is_some_and(|o| !o.contains(&name.as_str())) {
+            continue;
+        }
+        lines.insert(format!("interface {name}"));
+        for a in interface.annotations() {
+            lines.insert(format!("{name} annotation {}={}", a.name(), a.value()));
+        }
+        for m in interface.methods() {
+            lines.insert(format!("{name}.{} method ({})", m.name(), args(m.args())));
+            for a in m.annotations() {
+                lines.insert(format!("{name}.{} annotation {}={}", m.name(), a.name(), a.value()));
+            }
+        }
+        for s in interface.signals() {
+            lines.insert(format!("{name}.{} signal ({})", s.name(), args(s.args())));
+        }
+        for p in interface.properties() {
+            lines.insert(format!("{name}.{} property {} {:?}", p.name(), p.ty(), p.access()));
+            for a in p.annotations() {
+                lines.insert(format!("{name}.{} annotation {}={}", p.name(), a.name(), a.value()));
+            }
+        }
+    }
+    lines
+}
+
+/// The live introspection of `path` on `bus`.
+pub fn introspect(bus: &PrivateBus, path: &str) -> zbus_xml::Node<'static> {
+    let out = bus
+        .command("gdbus")
+        .args(["introspect", "--session", "--xml", "-d", "org.cusax.Cusax1", "-o", path])
+        .output()
+        .unwrap_or_else(|e| panic!("gdbus: {e}"));
+    assert!(out.status.success(), "gdbus introspect {path}: {}", String::from_utf8_lossy(&out.stderr));
+    zbus_xml::Node::from_reader(out.stdout.as_slice())
+        .unwrap_or_else(|e| panic!("introspection of {path}: {e}"))
+}
+
+/// The shipped API description.
+pub fn documented_api() -> zbus_xml::Node<'static> {
+    let path = repo_root().join("dbus/org.cusax.Cusax1.xml");
+    let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    zbus_xml::Node::from_reader(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -12,4 +12,24 @@ pub enum CusaxError {
     InvalidConfig(String),
     /// The request could not be carried out (for example, the daemon is shutting down).
     Failed(String),
+    /// The address cannot be called (not sip:, sips:, tel: or +E.164, or malformed).
+    InvalidAddress(String),
+    /// The SIP account is not registered, so no call can be placed.
+    NotRegistered(String),
+    /// No such call (or other object).
+    NotFound(String),
+    /// An option or argument is not understood.
+    InvalidArgument(String),
+}
+
+impl From<crate::sip::CallError> for CusaxError {
+    fn from(e: crate::sip::CallError) -> Self {
+        use crate::sip::CallError;
+        match e {
+            CallError::InvalidAddress(m) => CusaxError::InvalidAddress(m),
+            CallError::NotRegistered => CusaxError::NotRegistered(e.to_string()),
+            CallError::NotFound => CusaxError::NotFound(e.to_string()),
+            CallError::Failed(m) => CusaxError::Failed(m),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! [`HubCommand`](crate::hub::HubCommand)s; a task follows the hub's published status and
 //! emits `PropertiesChanged` for every property whose value changed.
 
+mod call_objects;
 mod daemon_object;
 mod error;
 
@@ -14,6 +15,7 @@ use zbus::fdo::{DBusProxy, ObjectManager};
 use zbus::names::BusName;
 use zbus::{Connection, connection};
 
+use call_objects::{CallObject, CallsObject, call_path, export_call};
 pub use daemon_object::DaemonObject;
 pub use error::CusaxError;
 
@@ -45,6 +47,7 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
     let built = connection::Builder::session()
         .serve_at(ROOT_PATH, ObjectManager)
         .serve_at(ROOT_PATH, daemon)
+        .serve_at(ROOT_PATH, CallsObject { hub: hub.clone(), status: hub.status() })
         .name(BUS_NAME)
         .allow_name_replacements(false)
         .replace_existing_names(false)
@@ -57,7 +60,7 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
         }
         Err(e) => return Err(e.into()),
     };
-    tokio::spawn(publish_changes(conn.clone(), status, shown));
+    tokio::spawn(publish_changes(conn.clone(), hub, status, shown));
     Ok(conn)
 }
 
@@ -86,6 +89,7 @@ async fn owner_pid() -> Option<u32> {
 /// published snapshot. Ends when the hub is gone.
 async fn publish_changes(
     conn: Connection,
+    hub: HubHandle,
     mut status: watch::Receiver<DaemonStatus>,
     mut shown: DaemonStatus,
 ) {
@@ -93,6 +97,9 @@ async fn publish_changes(
         let now = status.borrow_and_update().clone();
         if let Err(e) = emit_changes(&conn, &shown, &now).await {
             warn!(error = %e, "could not signal a property change");
+        }
+        if let Err(e) = publish_calls(&conn, &hub, &shown, &now).await {
+            warn!(error = %e, "could not publish a call change");
         }
         shown = now;
     }
@@ -120,6 +127,39 @@ async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStat
     }
     if before.presence != now.presence {
         object.presence_changed(emitter).await?;
+    }
+    Ok(())
+}
+
+/// Adds and removes call objects (ObjectManager announces them), and signals their changes.
+async fn publish_calls(
+    conn: &Connection,
+    hub: &HubHandle,
+    before: &DaemonStatus,
+    now: &DaemonStatus,
+) -> zbus::Result<()> {
+    let server = conn.object_server();
+    for (id, info) in &now.calls {
+        let previous = before.calls.get(id);
+        if previous.is_none() {
+            export_call(server, hub, *id).await?;
+        }
+        let iface = server.interface::<_, CallObject>(call_path(*id)).await?;
+        let emitter = iface.signal_emitter();
+        let object = iface.get().await;
+        if previous.is_some_and(|p| p.state != info.state) {
+            object.state_changed(emitter).await?;
+        }
+        if previous.is_some_and(|p| p.reason != info.reason) {
+            object.state_reason_changed(emitter).await?;
+        }
+    }
+    for id in before.calls.keys().filter(|id| !now.calls.contains_key(id)) {
+        server.remove::<CallObject, _>(call_path(*id)).await?;
+    }
+    if before.calls.keys().ne(now.calls.keys()) {
+        let iface = server.interface::<_, CallsObject>(ROOT_PATH).await?;
+        iface.get().await.calls_changed(iface.signal_emitter()).await?;
     }
     Ok(())
 }

@@ -235,11 +235,7 @@ impl Call {
     /// Ends the call: BYE when up, CANCEL while dialing, a decline (603) while ringing here.
     pub fn hangup(&mut self, now: Instant) -> Vec<CallOutput> {
         match self.state {
-            CallState::Incoming => {
-                let mut out = self.respond(603, "Decline", None, now);
-                out.extend(self.end("declined"));
-                out
-            }
+            CallState::Incoming => self.reject(603, "Decline", "declined", now),
             CallState::Dialing | CallState::Ringing => self.cancel(now),
             CallState::Active => self.bye(now),
             CallState::Ended => Vec::new(),
@@ -248,11 +244,16 @@ impl Call {
 
     /// Rejects an incoming call as busy (486).
     pub fn reject_busy(&mut self, now: Instant) -> Vec<CallOutput> {
-        if self.state != CallState::Incoming {
+        self.reject(486, "Busy Here", "rejected as busy", now)
+    }
+
+    /// Rejects an incoming call with a failure response; `why` becomes the end reason.
+    pub fn reject(&mut self, status: u16, phrase: &str, why: &str, now: Instant) -> Vec<CallOutput> {
+        if self.state != CallState::Incoming || !(300..700).contains(&status) {
             return Vec::new();
         }
-        let mut out = self.respond(486, "Busy Here", None, now);
-        out.extend(self.end("rejected as busy"));
+        let mut out = self.respond(status, phrase, None, now);
+        out.extend(self.end(why));
         out
     }
 

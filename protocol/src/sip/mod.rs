@@ -6,6 +6,7 @@ pub mod digest;
 pub mod header;
 pub mod message;
 pub mod registration;
+pub mod target;
 pub mod transaction;
 mod uri;
 

@@ -1,0 +1,667 @@
+//! The SIP actor: owns the account's SIP transport and drives the sans-I/O machines of
+//! `cusax-protocol` (the [`Registration`] and one [`Call`] per call) with real sockets, the
+//! tokio clock and the OS CSPRNG. It reports to the hub as [`HubEvent::Sip`] and
+//! [`HubEvent::Call`], and takes [`SipCommand`]s.
+//!
+//! Every message goes to and comes from the first hop ([`transport`]); a message is routed
+//! by Call-ID to its call, else to the registration. Each call reserves an RTP port for its
+//! SDP; the media engine (a later issue) sends and receives on it.
+
+mod transport;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, SdpOrigin};
+use cusax_protocol::sip::Normalised;
+use cusax_protocol::sip::call::{Call, CallOutput, CallSettings, CallState, response_to};
+use cusax_protocol::sip::header::status_code;
+use cusax_protocol::sip::registration::{
+    Entropy, Registration, RegistrationConfig, RegistrationEvent, RegistrationState, backoff, instance_urn,
+};
+use cusax_protocol::sip::target::call_target;
+use cusax_protocol::sip::transaction::Reliability;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+use transport::Transport;
+
+use crate::config::{Secret, SipAccount};
+use crate::hub::{CallDirection, CallInfo, HubEvent, SipState};
+
+/// How long we ask the registrar to keep our binding.
+const REQUESTED_EXPIRY: u32 = 600;
+/// RFC 5626 section 4.4.1: CRLF keep-alives on a stream every 95 to 120 seconds.
+const KEEPALIVE_MIN: Duration = Duration::from_secs(95);
+/// How long a clean shutdown waits for the registrar to confirm the unREGISTER.
+const UNREGISTER_GRACE: Duration = Duration::from_millis(700);
+
+/// The OS's CSPRNG.
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, bytes: &mut [u8]) {
+        if let Err(e) = getrandom::fill(bytes) {
+            // Without randomness no tag, nonce or token is safe; nothing sensible remains.
+            tracing::error!(error = %e, "the operating system gave no random bytes");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A new `+sip.instance` URN.
+pub fn new_instance() -> String {
+    instance_urn(&mut OsEntropy)
+}
+
+/// The daemon's number for a call (`/org/cusax/Cusax1/call/N`).
+pub type CallId = u32;
+
+/// Why a call request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    InvalidAddress(String),
+    #[error("the SIP account is not registered")]
+    NotRegistered,
+    #[error("no such call")]
+    NotFound,
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub enum SipCommand {
+    /// Use this account and codec preference from now on (`None`: no SIP account).
+    Configure {
+        account: Option<Box<SipAccount>>,
+        codecs: Vec<Codec>,
+    },
+    PlaceCall {
+        target: String,
+        reply: oneshot::Sender<Result<CallId, CallError>>,
+    },
+    Answer {
+        call: CallId,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    Hangup {
+        call: CallId,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Hang up, unregister (bounded in time) and stop.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SipHandle {
+    commands: mpsc::Sender<SipCommand>,
+}
+
+impl SipHandle {
+    pub async fn configure(&self, account: Option<SipAccount>, codecs: Vec<Codec>) {
+        let _ = self.commands.send(SipCommand::Configure { account: account.map(Box::new), codecs }).await;
+    }
+
+    pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
+        self.ask(|reply| SipCommand::PlaceCall { target, reply }).await?
+    }
+
+    pub async fn answer(&self, call: CallId) -> Result<(), CallError> {
+        self.ask(|reply| SipCommand::Answer { call, reply }).await?
+    }
+
+    pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
+        self.ask(|reply| SipCommand::Hangup { call, reply }).await?
+    }
+
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(SipCommand::Shutdown { done }).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> SipCommand) -> Result<T, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || CallError::Failed("the SIP stack is shutting down".into());
+        self.commands.send(command(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+}
+
+/// Starts the SIP actor; it reports to the hub through `events`.
+pub fn spawn(events: mpsc::Sender<HubEvent>, instance: String) -> SipHandle {
+    let (commands_tx, commands) = mpsc::channel(16);
+    let actor = SipActor { events, instance, session: None, reopen: None, codecs: Vec::new(), next_call: 1 };
+    tokio::spawn(actor.run(commands).instrument(info_span!("sip")));
+    SipHandle { commands: commands_tx }
+}
+
+struct SipActor {
+    events: mpsc::Sender<HubEvent>,
+    instance: String,
+    session: Option<Session>,
+    /// An account whose transport could not be opened yet: when to try again, and how often
+    /// it failed.
+    reopen: Option<(SipAccount, Instant, u32)>,
+    codecs: Vec<Codec>,
+    next_call: CallId,
+}
+
+/// One account over one transport: its registration and its calls.
+struct Session {
+    registration: Registration,
+    transport: Transport,
+    next_keepalive: Option<Instant>,
+    settings: CallSettings,
+    local_ip: IpAddr,
+    /// The host of our AoR: numbers are dialled there.
+    domain: String,
+    calls: BTreeMap<CallId, CallEntry>,
+}
+
+struct CallEntry {
+    call: Call,
+    direction: CallDirection,
+    /// The RTP port our SDP names, held for the media engine.
+    rtp: UdpSocket,
+    origin: SdpOrigin,
+    /// An incoming call's offer, answered when the user answers.
+    remote_offer: Option<Vec<u8>>,
+}
+
+impl SipActor {
+    async fn run(mut self, mut commands: mpsc::Receiver<SipCommand>) {
+        loop {
+            let wake = earliest(
+                self.session.as_ref().and_then(Session::next_timeout),
+                self.reopen.as_ref().map(|r| r.1),
+            );
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(SipCommand::Shutdown { done }) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command).await,
+                },
+                received = receive(&mut self.session) => self.on_received(received).await,
+                _ = sleep_until(wake) => self.on_timer().await,
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: SipCommand) {
+        match command {
+            SipCommand::Configure { account, codecs } => {
+                self.codecs = codecs;
+                self.configure(account.map(|a| *a)).await;
+            }
+            SipCommand::PlaceCall { target, reply } => {
+                let result = self.place_call(&target).await;
+                let _ = reply.send(result);
+            }
+            SipCommand::Answer { call, reply } => {
+                let result = self.answer(call).await;
+                let _ = reply.send(result);
+            }
+            SipCommand::Hangup { call, reply } => {
+                let result = self.hangup(call).await;
+                let _ = reply.send(result);
+            }
+            SipCommand::Shutdown { .. } => {}
+        }
+    }
+
+    async fn report(&self, state: SipState, reason: impl Into<String>) {
+        let _ = self.events.send(HubEvent::Sip { state, reason: reason.into() }).await;
+    }
+
+    async fn configure(&mut self, account: Option<SipAccount>) {
+        self.stop().await;
+        self.reopen = None;
+        match account {
+            None => self.report(SipState::Unconfigured, "").await,
+            Some(account) => self.open(account, 0).await,
+        }
+    }
+
+    /// Opens the transport and starts registering; a failure is retried with backoff.
+    async fn open(&mut self, account: SipAccount, failures: u32) {
+        self.report(SipState::Registering, "").await;
+        match Session::open(&account, &self.instance).await {
+            Ok(mut session) => {
+                let events = session.registration.start(std::time::Instant::now());
+                self.session = Some(session);
+                self.apply_registration(events).await;
+            }
+            Err(reason) => {
+                let wait = backoff(failures, &mut OsEntropy);
+                warn!(%reason, retry_in = ?wait, "SIP account not started");
+                self.reopen = Some((account, Instant::now() + wait, failures + 1));
+                self.report(SipState::Failed, reason).await;
+            }
+        }
+    }
+
+    /// Hangs up every call and unregisters, waiting at most [`UNREGISTER_GRACE`].
+    async fn stop(&mut self) {
+        let now = std::time::Instant::now();
+        let ids: Vec<CallId> =
+            self.session.as_ref().map(|s| s.calls.keys().copied().collect()).unwrap_or_default();
+        for id in ids {
+            let Some(entry) = self.session.as_mut().and_then(|s| s.calls.get_mut(&id)) else { continue };
+            let outputs = entry.call.hangup(now);
+            self.apply_call(id, outputs).await;
+        }
+        let Some(session) = self.session.as_mut() else { return };
+        let events = session.registration.unregister(now);
+        let deadline = Instant::now() + UNREGISTER_GRACE;
+        self.apply_registration(events).await;
+        while let Some(current) = self.session.as_ref() {
+            if matches!(current.registration.state(), RegistrationState::Unregistered) {
+                break;
+            }
+            let wake = current
+                .registration
+                .next_timeout()
+                .map(Instant::from_std)
+                .map_or(deadline, |w| w.min(deadline));
+            tokio::select! {
+                received = receive(&mut self.session) => self.on_received(received).await,
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= deadline {
+                        debug!("no answer to the unREGISTER in time");
+                        break;
+                    }
+                    self.on_timer().await;
+                }
+            }
+        }
+        self.session = None;
+    }
+
+    async fn place_call(&mut self, target: &str) -> Result<CallId, CallError> {
+        let codecs = self.codecs.clone();
+        let session = self.session.as_mut().ok_or(CallError::NotRegistered)?;
+        if !matches!(session.registration.state(), RegistrationState::Registered { .. }) {
+            return Err(CallError::NotRegistered);
+        }
+        let uri =
+            call_target(target, &session.domain).map_err(|e| CallError::InvalidAddress(e.to_string()))?;
+        let rtp = reserve_rtp(session.local_ip).await?;
+        let mut origin = new_origin();
+        let offer = sdp::offer(&mut origin, &local_audio(&rtp, codecs)?);
+        let id = self.next_call;
+        self.next_call += 1;
+        let (call, outputs) = Call::dial(
+            session.settings.clone(),
+            Box::new(OsEntropy),
+            &uri,
+            offer.into_bytes(),
+            std::time::Instant::now(),
+        );
+        info!(call = id, "calling");
+        session.calls.insert(
+            id,
+            CallEntry { call, direction: CallDirection::Outgoing, rtp, origin, remote_offer: None },
+        );
+        self.apply_call(id, outputs).await;
+        Ok(id)
+    }
+
+    async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
+        let codecs = self.codecs.clone();
+        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
+        let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
+        if entry.call.state() != CallState::Incoming {
+            return Err(CallError::Failed(format!(
+                "the call is {}, not incoming",
+                entry.call.state().as_str()
+            )));
+        }
+        let now = std::time::Instant::now();
+        let local = local_audio(&entry.rtp, codecs)?;
+        let offer = entry.remote_offer.clone().unwrap_or_default();
+        let outputs = match sdp::answer(&mut entry.origin, &local, &offer) {
+            Ok((answer, agreed)) => {
+                info!(call = id, codec = agreed.codec.name, "answering");
+                entry.call.answer(answer.into_bytes(), now)
+            }
+            Err(e) => {
+                warn!(call = id, error = %e, "cannot answer the offer");
+                entry.call.reject(488, "Not Acceptable Here", &format!("no common media: {e}"), now)
+            }
+        };
+        self.apply_call(id, outputs).await;
+        Ok(())
+    }
+
+    async fn hangup(&mut self, id: CallId) -> Result<(), CallError> {
+        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
+        let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
+        let outputs = entry.call.hangup(std::time::Instant::now());
+        self.apply_call(id, outputs).await;
+        Ok(())
+    }
+
+    async fn on_received(&mut self, received: std::io::Result<Vec<Normalised>>) {
+        let Some(session) = self.session.as_mut() else { return };
+        let now = std::time::Instant::now();
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(error = %e, "SIP transport failed");
+                let events = session.registration.on_transport_error(&e.to_string(), now);
+                self.apply_registration(events).await;
+                return;
+            }
+        };
+        for message in messages {
+            self.route(message, now).await;
+        }
+    }
+
+    /// Hands a message to its call, its registration, or answers it here.
+    async fn route(&mut self, message: Normalised, now: std::time::Instant) {
+        let Some(session) = self.session.as_mut() else { return };
+        let call_id = message.header("Call-ID").unwrap_or_default().to_owned();
+        if let Some((&id, entry)) = session.calls.iter_mut().find(|(_, e)| e.call.call_id() == call_id) {
+            let outputs = entry.call.on_message(&message, now);
+            self.apply_call(id, outputs).await;
+            return;
+        }
+        if status_code(&message.start_line).is_some() {
+            let events = session.registration.on_response(&message, now);
+            self.apply_registration(events).await;
+            return;
+        }
+        let method = message.start_line.split(' ').next().unwrap_or_default();
+        let reply = match method {
+            "INVITE" => return self.incoming(message, now).await,
+            "ACK" => return,
+            "OPTIONS" => options_response(&message, &session.settings),
+            _ => response_to(&message, 481, "Call/Transaction Does Not Exist", "", &session.settings),
+        };
+        if let Err(e) = session.transport.send(&reply).await {
+            debug!(error = %e, "could not answer a request");
+        }
+    }
+
+    async fn incoming(&mut self, invite: Normalised, now: std::time::Instant) {
+        let Some(session) = self.session.as_mut() else { return };
+        let rtp = match reserve_rtp(session.local_ip).await {
+            Ok(rtp) => rtp,
+            Err(e) => {
+                warn!(error = %e, "no RTP port for an incoming call");
+                let busy = response_to(&invite, 503, "Service Unavailable", "", &session.settings);
+                let _ = session.transport.send(&busy).await;
+                return;
+            }
+        };
+        let Some((call, outputs)) =
+            Call::incoming(session.settings.clone(), Box::new(OsEntropy), &invite, now)
+        else {
+            let bad = response_to(&invite, 400, "Bad Request", "", &session.settings);
+            let _ = session.transport.send(&bad).await;
+            return;
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        info!(call = id, "incoming call");
+        let entry = CallEntry {
+            call,
+            direction: CallDirection::Incoming,
+            rtp,
+            origin: new_origin(),
+            remote_offer: None,
+        };
+        session.calls.insert(id, entry);
+        self.apply_call(id, outputs).await;
+    }
+
+    async fn on_timer(&mut self) {
+        if self.reopen.as_ref().is_some_and(|(_, at, _)| Instant::now() >= *at)
+            && let Some((account, _, failures)) = self.reopen.take()
+        {
+            self.open(account, failures).await;
+            return;
+        }
+        let Some(session) = self.session.as_mut() else { return };
+        if session.next_keepalive.is_some_and(|at| Instant::now() >= at) {
+            session.next_keepalive = Some(Instant::now() + keepalive_interval());
+            if let Err(e) = session.transport.send(b"\r\n\r\n").await {
+                warn!(error = %e, "keep-alive failed");
+            }
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<CallId> = session
+            .calls
+            .iter()
+            .filter(|(_, e)| e.call.next_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(entry) = self.session.as_mut().and_then(|s| s.calls.get_mut(&id)) else { continue };
+            let outputs = entry.call.on_timeout(now);
+            self.apply_call(id, outputs).await;
+        }
+        let Some(session) = self.session.as_mut() else { return };
+        // Ended calls whose last transaction is done are forgotten.
+        session.calls.retain(|_, e| e.call.state() != CallState::Ended || e.call.next_timeout().is_some());
+        let events = session.registration.on_timeout(now);
+        self.apply_registration(events).await;
+    }
+
+    async fn apply_call(&mut self, id: CallId, outputs: Vec<CallOutput>) {
+        for output in outputs {
+            let Some(session) = self.session.as_mut() else { return };
+            match output {
+                CallOutput::Transmit(bytes) => {
+                    if let Err(e) = session.transport.send(&bytes).await {
+                        warn!(call = id, error = %e, "cannot send");
+                    }
+                }
+                CallOutput::RemoteSdp(body) => {
+                    let Some(entry) = session.calls.get_mut(&id) else { continue };
+                    match entry.direction {
+                        CallDirection::Incoming => entry.remote_offer = Some(body),
+                        CallDirection::Outgoing => match local_audio(&entry.rtp, self.codecs.clone())
+                            .map(|local| sdp::read_answer(&local, &body))
+                        {
+                            Ok(Ok(agreed)) => info!(call = id, codec = agreed.codec.name, "media agreed"),
+                            Ok(Err(e)) => warn!(call = id, error = %e, "unusable SDP answer"),
+                            Err(e) => warn!(call = id, error = %e, "no local media"),
+                        },
+                    }
+                }
+                CallOutput::State { state, reason } => {
+                    let Some(entry) = session.calls.get(&id) else { continue };
+                    info!(call = id, state = state.as_str(), %reason, "call state");
+                    let info = CallInfo {
+                        state,
+                        reason,
+                        direction: entry.direction,
+                        remote_uri: entry.call.remote_uri().to_owned(),
+                    };
+                    let _ = self.events.send(HubEvent::Call { id, info }).await;
+                }
+            }
+        }
+    }
+
+    async fn apply_registration(&mut self, events: Vec<RegistrationEvent>) {
+        for event in events {
+            match event {
+                RegistrationEvent::Transmit(bytes) => {
+                    let Some(session) = self.session.as_mut() else { continue };
+                    if let Err(e) = session.transport.send(&bytes).await {
+                        warn!(error = %e, "cannot send to the registrar");
+                        let more = session
+                            .registration
+                            .on_transport_error(&e.to_string(), std::time::Instant::now());
+                        Box::pin(self.apply_registration(more)).await;
+                    }
+                }
+                RegistrationEvent::State(state) => {
+                    let (sip_state, reason) = match &state {
+                        RegistrationState::Registering => (SipState::Registering, String::new()),
+                        RegistrationState::Registered { expires, pub_gruu } => {
+                            info!(expires, gruu = pub_gruu.is_some(), "registered");
+                            (SipState::Registered, String::new())
+                        }
+                        RegistrationState::Failed { reason, retry_in } => {
+                            warn!(%reason, retry_in = ?retry_in, "registration failed");
+                            (SipState::Failed, reason.clone())
+                        }
+                        RegistrationState::Unregistered => (SipState::Unregistered, String::new()),
+                    };
+                    self.report(sip_state, reason).await;
+                }
+            }
+        }
+    }
+}
+
+/// The next messages of the session's transport; never resolves without a session.
+async fn receive(session: &mut Option<Session>) -> std::io::Result<Vec<Normalised>> {
+    match session {
+        Some(session) => session.transport.receive().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn keepalive_interval() -> Duration {
+    let mut byte = [0u8];
+    OsEntropy.fill(&mut byte);
+    KEEPALIVE_MIN + Duration::from_secs(u64::from(byte[0]) % 26)
+}
+
+async fn reserve_rtp(ip: IpAddr) -> Result<UdpSocket, CallError> {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| CallError::Failed(format!("no RTP port: {e}")))
+}
+
+fn local_audio(rtp: &UdpSocket, codecs: Vec<Codec>) -> Result<LocalAudio, CallError> {
+    let local = rtp.local_addr().map_err(|e| CallError::Failed(format!("no RTP port: {e}")))?;
+    Ok(LocalAudio { address: local.ip(), port: local.port(), codecs, direction: Direction::SendRecv })
+}
+
+fn new_origin() -> SdpOrigin {
+    let mut bytes = [0u8; 4];
+    OsEntropy.fill(&mut bytes);
+    SdpOrigin { session_id: u64::from(u32::from_be_bytes(bytes)), version: 0 }
+}
+
+/// OPTIONS outside a dialog: what we can do (RFC 3261 section 11.2).
+fn options_response(request: &Normalised, settings: &CallSettings) -> Vec<u8> {
+    let plain = response_to(request, 200, "OK", "", settings);
+    let Ok(mut response) = cusax_protocol::sip::normalise(&plain) else { return plain };
+    let at = response.headers.len().saturating_sub(1);
+    let extra = [
+        ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),
+        ("Accept", "application/sdp"),
+        ("Supported", "gruu, outbound, path"),
+    ];
+    response.headers.splice(at..at, extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+    response.headers.insert(at, ("Contact".to_owned(), format!("<{}>;audio", settings.contact)));
+    response.to_bytes()
+}
+
+impl Session {
+    fn next_timeout(&self) -> Option<Instant> {
+        let registration = self.registration.next_timeout().map(Instant::from_std);
+        let calls = self.calls.values().filter_map(|e| e.call.next_timeout()).min().map(Instant::from_std);
+        earliest(earliest(registration, self.next_keepalive), calls)
+    }
+
+    /// Reads the password, opens the transport and prepares the registration.
+    async fn open(account: &SipAccount, instance: &str) -> Result<Self, String> {
+        let password = match &account.password {
+            Secret::None => None,
+            Secret::Literal(text) => Some(text.clone()),
+            Secret::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            Secret::SecretService(_) => {
+                return Err(
+                    "passwords from the Secret Service are not supported yet; use password_file".into()
+                );
+            }
+        };
+        let opened = Transport::open(account).await?;
+        let local = opened.local;
+        let user = account.aor.user().unwrap_or_default().to_owned();
+        let host = match local {
+            SocketAddr::V4(v4) => v4.ip().to_string(),
+            SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+        };
+        let transport_param = if opened.reliability == Reliability::Reliable { ";transport=tcp" } else { "" };
+        let contact = format!("sip:{user}@{host}:{}{transport_param}", local.port());
+        let sent_by = format!("{host}:{}", local.port());
+        let auth_user = account.username.clone().unwrap_or_else(|| user.clone());
+        let user_agent = format!("cusaxd/{}", crate::VERSION);
+        let registrar = match &account.registrar {
+            Some(uri) => uri.to_string(),
+            None => format!("{}:{}", if account.aor.is_sips() { "sips" } else { "sip" }, account.aor.host()),
+        };
+        let config = RegistrationConfig {
+            aor: account.aor.to_string(),
+            registrar,
+            auth_user: auth_user.clone(),
+            password: password.clone(),
+            contact: contact.clone(),
+            transport: opened.name.to_owned(),
+            sent_by: sent_by.clone(),
+            instance: instance.to_owned(),
+            expires: REQUESTED_EXPIRY,
+            reliability: opened.reliability,
+            user_agent: user_agent.clone(),
+        };
+        let settings = CallSettings {
+            local_uri: account.aor.to_string(),
+            contact,
+            transport: opened.name.to_owned(),
+            sent_by,
+            reliability: opened.reliability,
+            user_agent,
+            auth_user,
+            password,
+        };
+        info!(transport = opened.name, contact = %config.contact, "registering");
+        let next_keepalive =
+            (opened.reliability == Reliability::Reliable).then(|| Instant::now() + keepalive_interval());
+        Ok(Self {
+            registration: Registration::new(config, Box::new(OsEntropy)),
+            transport: opened.transport,
+            next_keepalive,
+            settings,
+            local_ip: local.ip(),
+            domain: account.aor.host(),
+            calls: BTreeMap::new(),
+        })
+    }
+}

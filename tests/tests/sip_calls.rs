@@ -1,0 +1,189 @@
+//! Calls through a real Kamailio with a real baresip at the other end: cusaxd calls baresip
+//! and hangs up; baresip calls cusaxd and `cusaxctl answer` answers; failures end with their
+//! reason; the call object's interface matches the shipped XML.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cusax_tests::{
+    Baresip, Cusaxd, PATIENCE, PrivateBus, Testbed, api_shape, cusaxctl, documented_api, introspect,
+    write_private,
+};
+use serde_json::Value;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// alice's cusaxd, registered with the test bed's Kamailio.
+fn alice(testbed: &Testbed, dir: &Path, transport: &str) -> (PrivateBus, Cusaxd) {
+    let path: PathBuf = dir.join("config.toml");
+    let text = format!(
+        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\n\
+         password = \"secret-alice\"\n[media]\ncodecs = [\"pcmu\", \"pcma\"]\n",
+        testbed.port("SIP_PORT")
+    );
+    write_private(&path, &text).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let data = dir.join("data");
+    let daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    let start = Instant::now();
+    while cusaxd_status(&bus)["SipState"] != "registered" {
+        assert!(start.elapsed() < PATIENCE, "alice did not register:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (bus, daemon)
+}
+
+fn cusaxd_status(bus: &PrivateBus) -> Value {
+    let out = cusaxctl(bus, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn calls(bus: &PrivateBus) -> Vec<Value> {
+    let out = cusaxctl(bus, &["calls", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits until the call at `path` has `state`; returns its properties.
+fn wait_for_call(bus: &PrivateBus, path: &str, state: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let now = calls(bus);
+        if let Some(call) = now.iter().find(|c| c["Path"] == path && c["State"] == state) {
+            return call.clone();
+        }
+        assert!(start.elapsed() < PATIENCE, "{path} never became {state}: {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_no_calls(bus: &PrivateBus) {
+    let start = Instant::now();
+    while !calls(bus).is_empty() {
+        assert!(start.elapsed() < PATIENCE, "the ended call was never removed: {:?}", calls(bus));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn calls_baresip_and_hangs_up(transport: &str) {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", transport).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), transport);
+
+    let out = cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(path, "/org/cusax/Cusax1/call/1");
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    let call = wait_for_call(&bus, &path, "active");
+    assert_eq!(call["Direction"], "outgoing");
+    assert_eq!(call["RemoteUri"], "sip:bob@127.0.0.1");
+
+    // The live call object is what the XML documents.
+    let live = api_shape(&introspect(&bus, &path), Some(&["org.cusax.Cusax1.Call"]));
+    let documented = api_shape(&documented_api(), Some(&["org.cusax.Cusax1.Call"]));
+    assert_eq!(live, documented, "org.cusax.Cusax1.Call differs from dbus/org.cusax.Cusax1.xml");
+
+    let out = cusaxctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    bob.wait_event("CALL_CLOSED").unwrap();
+    let ended = wait_for_call(&bus, &path, "ended");
+    assert_eq!(ended["StateReason"], "hung up");
+    wait_for_no_calls(&bus);
+}
+
+#[test]
+fn cusaxd_calls_baresip_over_udp_and_hangs_up() {
+    calls_baresip_and_hangs_up("udp");
+}
+
+#[test]
+fn cusaxd_calls_baresip_over_tcp_and_hangs_up() {
+    calls_baresip_and_hangs_up("tcp");
+}
+
+#[test]
+fn baresip_calls_cusaxd_and_cusaxctl_answers() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+
+    bob.command("dial", "sip:alice@127.0.0.1").unwrap();
+    let path = "/org/cusax/Cusax1/call/1";
+    let call = wait_for_call(&bus, path, "incoming");
+    assert_eq!(call["Direction"], "incoming");
+    assert_eq!(call["RemoteUri"], "sip:bob@127.0.0.1");
+
+    let out = cusaxctl(&bus, &["answer"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    wait_for_call(&bus, path, "active");
+
+    bob.command("hangup", "").unwrap();
+    let ended = wait_for_call(&bus, path, "ended");
+    assert_eq!(ended["StateReason"], "the other side hung up");
+}
+
+#[test]
+fn declining_an_incoming_call_tells_the_caller() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    bob.command("dial", "sip:alice@127.0.0.1").unwrap();
+    wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "incoming");
+    let out = cusaxctl(&bus, &["hangup", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let closed = bob.wait_event("CALL_CLOSED").unwrap();
+    assert!(closed.to_string().contains("603"), "baresip should see the 603: {closed}");
+    assert_eq!(wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "ended")["StateReason"], "declined");
+}
+
+#[test]
+fn a_call_to_nobody_ends_with_the_proxys_reason() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    let out = cusaxctl(&bus, &["call", "sip:nobody@127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ended = wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "ended");
+    assert_eq!(ended["StateReason"], "404 Not Found");
+}
+
+#[test]
+fn bad_targets_and_an_unregistered_account_are_named_errors() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    let out = cusaxctl(&bus, &["call", "bob"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(org.cusax.Cusax1.Error.InvalidAddress)"), "{}", stderr(&out));
+    let out = cusaxctl(&bus, &["answer"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no call to answer"), "{}", stderr(&out));
+    let out = cusaxctl(&bus, &["hangup", "7"]);
+    assert!(
+        stderr(&out).contains("org.freedesktop.DBus.Error.UnknownObject")
+            || stderr(&out).contains("NotFound"),
+        "{}",
+        stderr(&out)
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let config = other.path().join("config.toml");
+    // A registrar port where nothing listens: never registered.
+    write_private(
+        &config,
+        "[sip]\naor = \"sip:carol@127.0.0.1\"\nproxy = \"sip:127.0.0.1:9\"\ntransport = \"tcp\"\n",
+    )
+    .unwrap();
+    let lonely = PrivateBus::start().unwrap();
+    let _carol = Cusaxd::start(&lonely, &config).unwrap();
+    let out = cusaxctl(&lonely, &["call", "sip:bob@127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(org.cusax.Cusax1.Error.NotRegistered)"), "{}", stderr(&out));
+}
