@@ -64,6 +64,16 @@ enum Command {
         /// A call number (call/N) or object path.
         call: Option<String>,
     },
+    /// Put a call on hold (the only active one when CALL is left out).
+    Hold {
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+    },
+    /// Take a call off hold (the only held one when CALL is left out).
+    Resume {
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+    },
     /// List the calls.
     Calls {
         /// One JSON object per call.
@@ -108,6 +118,10 @@ fn main() -> ExitCode {
             Command::Hangup { call } => {
                 let live = ["dialing", "ringing", "incoming", "active"];
                 call_method(&conn, timeout, call.as_deref(), "Hangup", &live).await
+            }
+            Command::Hold { call } => call_method(&conn, timeout, call.as_deref(), "Hold", &["active"]).await,
+            Command::Resume { call } => {
+                call_method(&conn, timeout, call.as_deref(), "Resume", &["held"]).await
             }
             Command::Calls { json } => list_calls(&conn, timeout, json).await,
             Command::Completions { .. } => Ok(()),

@@ -160,6 +160,11 @@ pub enum HubCommand {
         call: CallId,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
+    Hold {
+        call: CallId,
+        hold: bool,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
     /// Leave the networks cleanly (hang up, unregister), then stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -202,6 +207,10 @@ impl HubHandle {
 
     pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
         self.ask(|reply| HubCommand::Hangup { call, reply }).await?
+    }
+
+    pub async fn hold(&self, call: CallId, hold: bool) -> Result<(), CallError> {
+        self.ask(|reply| HubCommand::Hold { call, hold, reply }).await?
     }
 
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> HubCommand) -> Result<T, CallError> {
@@ -282,6 +291,9 @@ impl Hub {
                     }
                     Some(HubCommand::Hangup { call, reply }) => {
                         let _ = reply.send(self.sip.hangup(call).await);
+                    }
+                    Some(HubCommand::Hold { call, hold, reply }) => {
+                        let _ = reply.send(self.sip.hold(call, hold).await);
                     }
                     Some(HubCommand::Shutdown { done }) => {
                         self.sip.shutdown().await;

@@ -187,3 +187,32 @@ fn bad_targets_and_an_unregistered_account_are_named_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("(org.cusax.Cusax1.Error.NotRegistered)"), "{}", stderr(&out));
 }
+
+#[test]
+fn hold_and_resume_both_ways_with_baresip() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    let out = cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = "/org/cusax/Cusax1/call/1";
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    wait_for_call(&bus, path, "active");
+
+    // We hold, baresip agrees; we resume.
+    let out = cusaxctl(&bus, &["hold"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_call(&bus, path, "held");
+    let out = cusaxctl(&bus, &["resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_call(&bus, path, "active");
+
+    // baresip holds us, then resumes.
+    bob.command("hold", "").unwrap();
+    wait_for_call(&bus, path, "held");
+    bob.command("resume", "").unwrap();
+    wait_for_call(&bus, path, "active");
+    assert!(cusaxctl(&bus, &["hangup"]).status.success());
+    bob.wait_event("CALL_CLOSED").unwrap();
+}

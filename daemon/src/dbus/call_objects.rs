@@ -82,7 +82,17 @@ impl CallObject {
         Ok(self.hub.hangup(self.id).await?)
     }
 
-    /// dialing, ringing, incoming, active or ended.
+    /// Puts the call on hold (a re-INVITE with sendonly media).
+    async fn hold(&self) -> Result<(), CusaxError> {
+        Ok(self.hub.hold(self.id, true).await?)
+    }
+
+    /// Takes the call off hold.
+    async fn resume(&self) -> Result<(), CusaxError> {
+        Ok(self.hub.hold(self.id, false).await?)
+    }
+
+    /// dialing, ringing, incoming, active, held or ended.
     #[zbus(property)]
     fn state(&self) -> String {
         self.info(|c| c.state.as_str().to_owned(), CallState::Ended.as_str().to_owned())

@@ -91,6 +91,12 @@ pub enum SipCommand {
         call: CallId,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
+    /// Put the call on hold (`hold`) or take it off hold.
+    Hold {
+        call: CallId,
+        hold: bool,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
     /// Hang up, unregister (bounded in time) and stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -117,6 +123,10 @@ impl SipHandle {
 
     pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
         self.ask(|reply| SipCommand::Hangup { call, reply }).await?
+    }
+
+    pub async fn hold(&self, call: CallId, hold: bool) -> Result<(), CallError> {
+        self.ask(|reply| SipCommand::Hold { call, hold, reply }).await?
     }
 
     pub async fn shutdown(&self) {
@@ -214,6 +224,10 @@ impl SipActor {
             }
             SipCommand::Hangup { call, reply } => {
                 let result = self.hangup(call).await;
+                let _ = reply.send(result);
+            }
+            SipCommand::Hold { call, hold, reply } => {
+                let result = self.hold(call, hold).await;
                 let _ = reply.send(result);
             }
             SipCommand::Shutdown { .. } => {}
@@ -352,6 +366,26 @@ impl SipActor {
         Ok(())
     }
 
+    /// Sends a re-INVITE whose SDP holds (sendonly) or resumes (sendrecv) the media.
+    async fn hold(&mut self, id: CallId, hold: bool) -> Result<(), CallError> {
+        let codecs = self.codecs.clone();
+        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
+        let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
+        let state = entry.call.state();
+        if !matches!(state, CallState::Active | CallState::Held) {
+            return Err(CallError::Failed(format!("the call is {}, not up", state.as_str())));
+        }
+        let mut local = local_audio(&entry.rtp, codecs)?;
+        local.direction = if hold { Direction::SendOnly } else { Direction::SendRecv };
+        let offer = sdp::offer(&mut entry.origin, &local);
+        let outputs = entry.call.update_media(offer.into_bytes(), hold, std::time::Instant::now());
+        if outputs.is_empty() {
+            return Err(CallError::Failed("a media change is already under way".into()));
+        }
+        self.apply_call(id, outputs).await;
+        Ok(())
+    }
+
     async fn on_received(&mut self, received: std::io::Result<Vec<Normalised>>) {
         let Some(session) = self.session.as_mut() else { return };
         let now = std::time::Instant::now();
@@ -481,6 +515,26 @@ impl SipActor {
                             Err(e) => warn!(call = id, error = %e, "no local media"),
                         },
                     }
+                }
+                CallOutput::Reoffer(offer) => {
+                    let Some(entry) = session.calls.get_mut(&id) else { continue };
+                    let now = std::time::Instant::now();
+                    let answered =
+                        local_audio(&entry.rtp, self.codecs.clone()).map_err(|e| e.to_string()).and_then(
+                            |local| sdp::answer(&mut entry.origin, &local, &offer).map_err(|e| e.to_string()),
+                        );
+                    let more = match answered {
+                        Ok((answer, agreed)) => {
+                            // The far end holds us when it will not send; we never hold on our own here.
+                            let held = agreed.direction != Direction::SendRecv;
+                            entry.call.answer_reoffer(answer.into_bytes(), held, now)
+                        }
+                        Err(e) => {
+                            warn!(call = id, error = %e, "refusing a re-INVITE");
+                            entry.call.refuse_reoffer(now)
+                        }
+                    };
+                    Box::pin(self.apply_call(id, more)).await;
                 }
                 CallOutput::State { state, reason } => {
                     let Some(entry) = session.calls.get(&id) else { continue };

@@ -51,6 +51,8 @@ pub enum CallState {
     /// Incoming, waiting for the user.
     Incoming,
     Active,
+    /// Up, with the media on hold (by either side).
+    Held,
     Ended,
 }
 
@@ -61,6 +63,7 @@ impl CallState {
             CallState::Ringing => "ringing",
             CallState::Incoming => "incoming",
             CallState::Active => "active",
+            CallState::Held => "held",
             CallState::Ended => "ended",
         }
     }
@@ -75,6 +78,9 @@ pub enum CallOutput {
     },
     /// The far end's SDP: its offer (incoming call) or its answer.
     RemoteSdp(Vec<u8>),
+    /// The far end offers new media in the dialog (a re-INVITE: hold, resume): answer with
+    /// [`Call::answer_reoffer`].
+    Reoffer(Vec<u8>),
 }
 
 /// The dialog once both tags are known.
@@ -97,8 +103,15 @@ enum Role {
     Callee {
         server: ServerTransaction,
         invite: Normalised,
-        ok: Option<OkRetransmit>,
     },
+}
+
+/// A re-INVITE of ours (hold or resume) and the state it leads to.
+struct ReInvite {
+    branch: String,
+    transaction: InviteClient,
+    hold: bool,
+    ack: Option<Vec<u8>>,
 }
 
 /// RFC 3261 section 13.3.1.4: the callee repeats its 2xx until the ACK comes.
@@ -123,6 +136,13 @@ pub struct Call {
     ack: Option<Vec<u8>>,
     /// A BYE or CANCEL we sent.
     ending: Option<(String, NonInviteClient)>,
+    /// Our 2xx to an INVITE (initial or re-INVITE), repeated until the ACK comes.
+    ok: Option<OkRetransmit>,
+    reinvite: Option<ReInvite>,
+    /// A re-INVITE from the far end, waiting for our answer.
+    reoffer: Option<(ServerTransaction, Normalised)>,
+    /// The CSeq of the far end's latest INVITE, to tell new re-INVITEs from retransmissions.
+    remote_invite_cseq: Option<u32>,
 }
 
 impl Call {
@@ -159,6 +179,10 @@ impl Call {
             state: CallState::Dialing,
             ack: None,
             ending: None,
+            ok: None,
+            reinvite: None,
+            reoffer: None,
+            remote_invite_cseq: None,
         };
         let mut out: Vec<CallOutput> =
             outputs.into_iter().filter_map(invite_transmit).map(CallOutput::Transmit).collect();
@@ -191,14 +215,14 @@ impl Call {
                 remote_target,
                 route_set: all(invite, "Record-Route").map(str::to_owned).collect(),
             }),
-            role: Role::Callee {
-                server: ServerTransaction::new(true, reliability),
-                invite: invite.clone(),
-                ok: None,
-            },
+            role: Role::Callee { server: ServerTransaction::new(true, reliability), invite: invite.clone() },
             state: CallState::Incoming,
             ack: None,
             ending: None,
+            ok: None,
+            reinvite: None,
+            reoffer: None,
+            remote_invite_cseq: cseq(invite).map(|(n, _)| n),
         };
         let mut out = call.respond(180, "Ringing", None, now);
         if !invite.body.is_empty() {
@@ -237,7 +261,7 @@ impl Call {
         match self.state {
             CallState::Incoming => self.reject(603, "Decline", "declined", now),
             CallState::Dialing | CallState::Ringing => self.cancel(now),
-            CallState::Active => self.bye(now),
+            CallState::Active | CallState::Held => self.bye(now),
             CallState::Ended => Vec::new(),
         }
     }
@@ -261,11 +285,11 @@ impl Call {
         let mut times = Vec::new();
         match &self.role {
             Role::Caller { invite, .. } => times.extend(invite.next_timeout()),
-            Role::Callee { server, ok, .. } => {
-                times.extend(server.next_timeout());
-                times.extend(ok.as_ref().map(|o| o.next));
-            }
+            Role::Callee { server, .. } => times.extend(server.next_timeout()),
         }
+        times.extend(self.ok.as_ref().map(|o| o.next));
+        times.extend(self.reinvite.as_ref().and_then(|r| r.transaction.next_timeout()));
+        times.extend(self.reoffer.as_ref().and_then(|(t, _)| t.next_timeout()));
         times.extend(self.ending.as_ref().and_then(|(_, t)| t.next_timeout()));
         times.into_iter().min()
     }
@@ -283,25 +307,37 @@ impl Call {
                     }
                 }
             }
-            Role::Callee { server, ok, .. } => {
-                for o in server.on_timeout(now) {
-                    if let ServerOutput::Transmit(b) = o {
-                        out.push(CallOutput::Transmit(b));
-                    }
-                }
-                if let Some(retransmit) = ok
-                    && now >= retransmit.next
-                {
-                    if now >= retransmit.give_up {
-                        // No ACK ever came: the dialog is dead (RFC 3261 13.3.1.4).
-                        *ok = None;
-                        out.extend(self.bye(now));
-                        return out;
-                    }
-                    retransmit.interval = (retransmit.interval * 2).min(T2);
-                    retransmit.next = now + retransmit.interval;
-                    out.push(CallOutput::Transmit(retransmit.bytes.clone()));
-                }
+            Role::Callee { server, .. } => {
+                out.extend(server.on_timeout(now).into_iter().filter_map(transmit).map(CallOutput::Transmit));
+            }
+        }
+        if let Some((server, _)) = &mut self.reoffer {
+            out.extend(server.on_timeout(now).into_iter().filter_map(transmit).map(CallOutput::Transmit));
+        }
+        if let Some(retransmit) = &mut self.ok
+            && now >= retransmit.next
+        {
+            if now >= retransmit.give_up {
+                // No ACK ever came: the dialog is dead (RFC 3261 13.3.1.4).
+                self.ok = None;
+                out.extend(self.bye(now));
+                return out;
+            }
+            retransmit.interval = (retransmit.interval * 2).min(T2);
+            retransmit.next = now + retransmit.interval;
+            out.push(CallOutput::Transmit(retransmit.bytes.clone()));
+        }
+        if let Some(reinvite) = &mut self.reinvite {
+            let outputs = reinvite.transaction.on_timeout(now);
+            out.extend(outputs.iter().cloned().filter_map(invite_transmit).map(CallOutput::Transmit));
+            if outputs.contains(&InviteClientOutput::TimedOut) {
+                // RFC 3261 14.1: a re-INVITE with no answer ends the dialog.
+                self.reinvite = None;
+                out.extend(self.bye(now));
+                return out;
+            }
+            if reinvite.transaction.is_terminated() {
+                self.reinvite = None;
             }
         }
         if timed_out {
@@ -343,6 +379,9 @@ impl Call {
                 return self.end("hung up");
             }
             return Vec::new();
+        }
+        if self.reinvite.as_ref().is_some_and(|r| r.branch == branch) && method == "INVITE" {
+            return self.on_reinvite_response(response, status, now);
         }
         let Role::Caller { invite, branch: invite_branch, challenged, .. } = &mut self.role else {
             return Vec::new();
@@ -429,11 +468,46 @@ impl Call {
         let method = request.start_line.split(' ').next().unwrap_or_default().to_owned();
         match method.as_str() {
             "ACK" => {
-                if let Role::Callee { server, ok, .. } = &mut self.role {
-                    *ok = None;
+                self.ok = None;
+                if let Role::Callee { server, .. } = &mut self.role {
                     server.on_ack(now);
                 }
                 Vec::new()
+            }
+            // A re-INVITE from the far end (hold, resume), or its retransmission.
+            "INVITE" if matches!(self.state, CallState::Active | CallState::Held) => {
+                if let Some((server, _)) = &mut self.reoffer {
+                    return server
+                        .on_retransmission()
+                        .into_iter()
+                        .filter_map(transmit)
+                        .map(CallOutput::Transmit)
+                        .collect();
+                }
+                let number = cseq(request).map(|(n, _)| n).unwrap_or(0);
+                if self.remote_invite_cseq.is_some_and(|seen| number <= seen) {
+                    // A retransmission of a re-INVITE we answered: the 2xx again, if not ACKed.
+                    return self.ok.iter().map(|ok| CallOutput::Transmit(ok.bytes.clone())).collect();
+                }
+                self.remote_invite_cseq = Some(number);
+                if self.reinvite.as_ref().is_some_and(|r| r.ack.is_none()) {
+                    // Both sides re-INVITE at once (RFC 3261 14.2): "491 Request Pending".
+                    return vec![CallOutput::Transmit(response_to(
+                        request,
+                        491,
+                        "Request Pending",
+                        &self.local_tag,
+                        &self.settings,
+                    ))];
+                }
+                if let Some(target) = request.header("Contact").and_then(NameAddr::parse)
+                    && let Some(dialog) = &mut self.dialog
+                {
+                    dialog.remote_target = target.uri;
+                }
+                self.reoffer =
+                    Some((ServerTransaction::new(true, self.settings.reliability), request.clone()));
+                vec![CallOutput::Reoffer(request.body.clone())]
             }
             "INVITE" if self.state == CallState::Incoming => match &mut self.role {
                 Role::Callee { server, .. } => server
@@ -586,36 +660,142 @@ impl Call {
 
     /// A response to the incoming INVITE through its server transaction.
     fn respond(&mut self, status: u16, reason: &str, sdp: Option<Vec<u8>>, now: Instant) -> Vec<CallOutput> {
-        let Role::Callee { server, invite, ok } = &mut self.role else { return Vec::new() };
-        let mut response = response_to(invite, status, reason, &self.local_tag, &self.settings);
-        if status < 300 {
-            // Record-Route is copied into responses that can create the dialog (12.1.1).
-            let mut parsed = match super::message::normalise(&response) {
-                Ok(parsed) => parsed,
-                Err(_) => return Vec::new(),
-            };
-            let at = parsed.headers.len().saturating_sub(1);
-            let mut extra: Vec<(String, String)> =
-                all(invite, "Record-Route").map(|r| ("Record-Route".to_owned(), r.to_owned())).collect();
-            extra.push(("Contact".to_owned(), format!("<{}>", self.settings.contact)));
-            extra.push(("Allow".to_owned(), ALLOW.to_owned()));
-            if let Some(body) = &sdp {
-                extra.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
-                parsed.body = body.clone();
-            }
-            parsed.headers.splice(at..at, extra);
-            if let Some(length) = parsed.headers.iter_mut().find(|(n, _)| n == "Content-Length") {
-                length.1 = parsed.body.len().to_string();
-            }
-            response = parsed.to_bytes();
-        }
+        let Role::Callee { server, invite } = &mut self.role else { return Vec::new() };
+        let response = invite_response(invite, status, reason, &self.local_tag, &self.settings, sdp);
         let (_, outputs) = server.respond(status, response.clone(), now);
         if (200..300).contains(&status) {
-            *ok =
+            self.ok =
                 Some(OkRetransmit { bytes: response, next: now + T1, interval: T1, give_up: now + 64 * T1 });
         }
         outputs.into_iter().filter_map(transmit).map(CallOutput::Transmit).collect()
     }
+
+    /// Puts the call on hold (`hold`) or takes it off, with a re-INVITE carrying `sdp`.
+    /// Nothing happens while another re-INVITE is under way or the call is not up.
+    pub fn update_media(&mut self, sdp: Vec<u8>, hold: bool, now: Instant) -> Vec<CallOutput> {
+        // A re-INVITE whose 2xx we ACKed is over for this purpose (RFC 3261 14.1).
+        let in_progress = self.reinvite.as_ref().is_some_and(|r| r.ack.is_none());
+        if !matches!(self.state, CallState::Active | CallState::Held) || in_progress || self.dialog.is_none()
+        {
+            return Vec::new();
+        }
+        self.local_cseq += 1;
+        let mut request = self.in_dialog_request("INVITE", self.local_cseq, Some(sdp));
+        let at = request.headers.len().saturating_sub(1);
+        request.headers.splice(
+            at..at,
+            [
+                ("Contact".to_owned(), format!("<{}>", self.settings.contact)),
+                ("Content-Type".to_owned(), "application/sdp".to_owned()),
+            ],
+        );
+        let branch = top_via_branch(&request).unwrap_or_default();
+        let (transaction, outputs) = InviteClient::start(request, self.settings.reliability, now);
+        self.reinvite = Some(ReInvite { branch, transaction, hold, ack: None });
+        outputs.into_iter().filter_map(invite_transmit).map(CallOutput::Transmit).collect()
+    }
+
+    /// Answers the far end's re-INVITE with `sdp`; `held` says whether the media is now on
+    /// hold (by either side).
+    pub fn answer_reoffer(&mut self, sdp: Vec<u8>, held: bool, now: Instant) -> Vec<CallOutput> {
+        let Some((mut server, request)) = self.reoffer.take() else { return Vec::new() };
+        let response = invite_response(&request, 200, "OK", &self.local_tag, &self.settings, Some(sdp));
+        let (_, outputs) = server.respond(200, response.clone(), now);
+        self.ok =
+            Some(OkRetransmit { bytes: response, next: now + T1, interval: T1, give_up: now + 64 * T1 });
+        let mut out: Vec<CallOutput> =
+            outputs.into_iter().filter_map(transmit).map(CallOutput::Transmit).collect();
+        out.extend(self.set_up_state(held, String::new()));
+        out
+    }
+
+    /// Refuses the far end's re-INVITE (its SDP was unusable); the call stays as it was.
+    pub fn refuse_reoffer(&mut self, now: Instant) -> Vec<CallOutput> {
+        let Some((mut server, request)) = self.reoffer.take() else { return Vec::new() };
+        let response =
+            invite_response(&request, 488, "Not Acceptable Here", &self.local_tag, &self.settings, None);
+        server
+            .respond(488, response, now)
+            .1
+            .into_iter()
+            .filter_map(transmit)
+            .map(CallOutput::Transmit)
+            .collect()
+    }
+
+    fn set_up_state(&mut self, held: bool, reason: String) -> Vec<CallOutput> {
+        let state = if held { CallState::Held } else { CallState::Active };
+        if self.state == state || self.state == CallState::Ended {
+            return Vec::new();
+        }
+        self.state = state;
+        vec![CallOutput::State { state, reason }]
+    }
+
+    /// A response to our re-INVITE.
+    fn on_reinvite_response(&mut self, response: &Normalised, status: u16, now: Instant) -> Vec<CallOutput> {
+        let Some(reinvite) = &mut self.reinvite else { return Vec::new() };
+        let reported = reinvite.transaction.on_response(response, now);
+        let mut out: Vec<CallOutput> =
+            reported.iter().cloned().filter_map(invite_transmit).map(CallOutput::Transmit).collect();
+        if !reported.contains(&InviteClientOutput::Response(status)) || status < 200 {
+            return out;
+        }
+        if let Some(ack) = &reinvite.ack {
+            out.push(CallOutput::Transmit(ack.clone()));
+            return out;
+        }
+        let hold = reinvite.hold;
+        if (200..300).contains(&status) {
+            let number = cseq(response).map(|(n, _)| n).unwrap_or(self.local_cseq);
+            let ack = self.in_dialog_request("ACK", number, None).to_bytes();
+            if let Some(reinvite) = &mut self.reinvite {
+                reinvite.ack = Some(ack.clone());
+            }
+            out.push(CallOutput::Transmit(ack));
+            if !response.body.is_empty() {
+                out.push(CallOutput::RemoteSdp(response.body.clone()));
+            }
+            out.extend(self.set_up_state(hold, String::new()));
+        } else {
+            self.reinvite = None;
+            let phrase = response.start_line.split_once(' ').map(|(_, r)| r).unwrap_or_default();
+            let what = if hold { "hold" } else { "resume" };
+            out.push(CallOutput::State { state: self.state, reason: format!("{what} refused: {phrase}") });
+        }
+        out
+    }
+}
+
+/// A response to an INVITE (initial or re-INVITE): with Record-Route, Contact, Allow and
+/// the SDP for 2xx (RFC 3261 12.1.1), plain for failures.
+fn invite_response(
+    invite: &Normalised,
+    status: u16,
+    reason: &str,
+    local_tag: &str,
+    settings: &CallSettings,
+    sdp: Option<Vec<u8>>,
+) -> Vec<u8> {
+    let response = response_to(invite, status, reason, local_tag, settings);
+    if status >= 300 {
+        return response;
+    }
+    let Ok(mut parsed) = super::message::normalise(&response) else { return response };
+    let at = parsed.headers.len().saturating_sub(1);
+    let mut extra: Vec<(String, String)> =
+        all(invite, "Record-Route").map(|r| ("Record-Route".to_owned(), r.to_owned())).collect();
+    extra.push(("Contact".to_owned(), format!("<{}>", settings.contact)));
+    extra.push(("Allow".to_owned(), ALLOW.to_owned()));
+    if let Some(body) = sdp {
+        extra.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
+        parsed.body = body;
+    }
+    parsed.headers.splice(at..at, extra);
+    if let Some(length) = parsed.headers.iter_mut().find(|(n, _)| n == "Content-Length") {
+        length.1 = parsed.body.len().to_string();
+    }
+    parsed.to_bytes()
 }
 
 /// The methods we handle in a dialog.
@@ -916,5 +1096,76 @@ mod tests {
         let mut invite = incoming_invite();
         invite.headers.retain(|(n, _)| n != "Contact");
         assert!(Call::incoming(settings(), Box::new(Counter(0)), &invite, Instant::now()).is_none());
+    }
+
+    /// An outgoing call, answered: the call and the 2xx that set it up.
+    fn active_call(t0: Instant) -> (Call, Normalised) {
+        let (mut call, out) =
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", b"v=0\r\n".to_vec(), t0);
+        let invite = sent(&out).remove(0);
+        let ok = reply(&invite, "200 OK", ROUTE, "v=0\r\n");
+        call.on_message(&ok, t0);
+        (call, ok)
+    }
+
+    #[test]
+    fn hold_and_resume_with_re_invites() {
+        let t0 = Instant::now();
+        let (mut call, _) = active_call(t0);
+        let out = call.update_media(b"a=sendonly\r\n".to_vec(), true, t0);
+        let reinvite = sent(&out).remove(0);
+        assert_eq!(reinvite.start_line, "INVITE sip:bob@127.0.0.1:5102 SIP/2.0");
+        assert_eq!(reinvite.header("CSeq"), Some("2 INVITE"));
+        assert_eq!(reinvite.header("To"), Some("<sip:bob@127.0.0.1>;tag=bob1"));
+        assert_eq!(reinvite.header("Route"), Some("<sip:127.0.0.1:5060;lr>"));
+        assert_eq!(reinvite.body, b"a=sendonly\r\n");
+        // A second change while the first is under way waits.
+        assert!(call.update_media(Vec::new(), false, t0).is_empty());
+        let out = call.on_message(&reply(&reinvite, "200 OK", "", "a=recvonly\r\n"), t0);
+        let ack = sent(&out).remove(0);
+        assert_eq!(
+            (ack.start_line.as_str(), ack.header("CSeq")),
+            ("ACK sip:bob@127.0.0.1:5102 SIP/2.0", Some("2 ACK"))
+        );
+        assert_eq!(states(&out), [(CallState::Held, String::new())]);
+        // Resume once the re-INVITE transaction is over.
+        while let Some(at) = call.next_timeout() {
+            call.on_timeout(at);
+        }
+        let out = call.update_media(b"a=sendrecv\r\n".to_vec(), false, t0 + Duration::from_secs(40));
+        let resume = sent(&out).remove(0);
+        let out =
+            call.on_message(&reply(&resume, "200 OK", "", "a=sendrecv\r\n"), t0 + Duration::from_secs(40));
+        assert_eq!(states(&out), [(CallState::Active, String::new())]);
+    }
+
+    #[test]
+    fn a_refused_hold_keeps_the_call_as_it_was() {
+        let t0 = Instant::now();
+        let (mut call, _) = active_call(t0);
+        let reinvite = sent(&call.update_media(Vec::new(), true, t0)).remove(0);
+        let out = call.on_message(&reply(&reinvite, "488 Not Acceptable Here", "", ""), t0);
+        assert!(sent(&out)[0].start_line.starts_with("ACK "));
+        assert_eq!(states(&out), [(CallState::Active, "hold refused: 488 Not Acceptable Here".into())]);
+        assert_eq!(call.state(), CallState::Active);
+    }
+
+    #[test]
+    fn the_far_end_holds_us_with_a_re_invite() {
+        let t0 = Instant::now();
+        let (mut call, ok) = active_call(t0);
+        let to_tag = "bob1";
+        let local_from = ok.header("From").unwrap();
+        let reinvite = normalise(format!("INVITE sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5102;branch=z9hG4bKhold\r\nFrom: <sip:bob@127.0.0.1>;tag={to_tag}\r\nTo: {local_from}\r\nCall-ID: {}\r\nCSeq: 5 INVITE\r\nContact: <sip:bob@127.0.0.1:5102>\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\na=sendonly\r\n", ok.header("Call-ID").unwrap()).as_bytes()).unwrap();
+        let out = call.on_message(&reinvite, t0);
+        assert_eq!(out, [CallOutput::Reoffer(b"a=sendonly\r\n".to_vec())]);
+        let out = call.answer_reoffer(b"a=recvonly\r\n".to_vec(), true, t0);
+        let answer = sent(&out).remove(0);
+        assert_eq!(answer.start_line, "SIP/2.0 200 OK");
+        assert_eq!(answer.header("CSeq"), Some("5 INVITE"));
+        assert_eq!(answer.body, b"a=recvonly\r\n");
+        assert_eq!(states(&out), [(CallState::Held, String::new())]);
+        // Until the ACK, the 200 is repeated; a retransmitted re-INVITE gets it too.
+        assert_eq!(sent(&call.on_message(&reinvite, t0)), std::slice::from_ref(&answer));
     }
 }
