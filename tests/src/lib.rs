@@ -341,11 +341,20 @@ impl Testbed {
     /// Starts the named services (`prosody`, `kamailio`, `pulse`, `dbus`) and waits until each
     /// answers its protocol. A failed start stops whatever did start.
     pub fn start(services: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(services, &[])
+    }
+
+    /// [`Testbed::start`] with options for `testbed.sh` (`TESTBED_SIP_GRUU=1` ...).
+    pub fn start_with(services: &[&str], options: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let names = ["XMPP_C2S_PORT", "XMPP_C2S_TLS_PORT", "SIP_PORT", "SIP_TLS_PORT", "KAM_CTL_PORT"];
         let ports: BTreeMap<&'static str, u16> = names.into_iter().zip(free_ports(names.len())).collect();
         let mut testbed = Self { dir, ports, running: true };
-        let output = testbed.script("up").env("TESTBED_SERVICES", services.join(" ")).output()?;
+        let output = testbed
+            .script("up")
+            .env("TESTBED_SERVICES", services.join(" "))
+            .envs(options.iter().copied())
+            .output()?;
         if !output.status.success() {
             let log = String::from_utf8_lossy(&output.stderr).into_owned();
             let stopped =

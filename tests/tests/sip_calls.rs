@@ -17,10 +17,15 @@ fn stderr(out: &std::process::Output) -> String {
 
 /// alice's cusaxd, registered with the test bed's Kamailio.
 fn alice(testbed: &Testbed, dir: &Path, transport: &str) -> (PrivateBus, Cusaxd) {
+    account(testbed, dir, "alice", transport)
+}
+
+/// `user`'s cusaxd (password `secret-<user>`), registered with the test bed's Kamailio.
+fn account(testbed: &Testbed, dir: &Path, user: &str, transport: &str) -> (PrivateBus, Cusaxd) {
     let path: PathBuf = dir.join("config.toml");
     let text = format!(
-        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\n\
-         password = \"secret-alice\"\n[media]\ncodecs = [\"pcmu\", \"pcma\"]\n",
+        "[sip]\naor = \"sip:{user}@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\n\
+         password = \"secret-{user}\"\n[media]\ncodecs = [\"pcmu\", \"pcma\"]\n",
         testbed.port("SIP_PORT")
     );
     write_private(&path, &text).unwrap();
@@ -29,7 +34,7 @@ fn alice(testbed: &Testbed, dir: &Path, transport: &str) -> (PrivateBus, Cusaxd)
     let daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
     let start = Instant::now();
     while cusaxd_status(&bus)["SipState"] != "registered" {
-        assert!(start.elapsed() < PATIENCE, "alice did not register:\n{}", daemon.log_text());
+        assert!(start.elapsed() < PATIENCE, "{user} did not register:\n{}", daemon.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
     (bus, daemon)
@@ -215,4 +220,49 @@ fn hold_and_resume_both_ways_with_baresip() {
     wait_for_call(&bus, path, "active");
     assert!(cusaxctl(&bus, &["hangup"]).status.success());
     bob.wait_event("CALL_CLOSED").unwrap();
+}
+
+#[test]
+fn two_cusaxd_call_each_other_through_kamailio() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let alice_dir = tempfile::tempdir().unwrap();
+    let bob_dir = tempfile::tempdir().unwrap();
+    let (alice_bus, _alice) = account(&testbed, alice_dir.path(), "alice", "udp");
+    let (bob_bus, _bob) = account(&testbed, bob_dir.path(), "bob", "tcp");
+
+    let out = cusaxctl(&alice_bus, &["call", "sip:bob@127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = "/org/cusax/Cusax1/call/1";
+    let incoming = wait_for_call(&bob_bus, path, "incoming");
+    assert_eq!(incoming["RemoteUri"], "sip:alice@127.0.0.1");
+    wait_for_call(&alice_bus, path, "ringing");
+    assert!(cusaxctl(&bob_bus, &["answer"]).status.success());
+    wait_for_call(&alice_bus, path, "active");
+    wait_for_call(&bob_bus, path, "active");
+    assert!(cusaxctl(&bob_bus, &["hangup"]).status.success());
+    assert_eq!(wait_for_call(&alice_bus, path, "ended")["StateReason"], "the other side hung up");
+    assert_eq!(wait_for_call(&bob_bus, path, "ended")["StateReason"], "hung up");
+}
+
+#[test]
+fn options_through_the_proxy_are_answered_with_what_cusaxd_can_do() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_bus, _alice) = alice(&testbed, dir.path(), "udp");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let local = socket.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bKopt1\r\nMax-Forwards: 70\r\n\
+         From: <sip:probe@example.org>;tag=p1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: options-1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    socket.send_to(options.as_bytes(), ("127.0.0.1", testbed.port("SIP_PORT"))).unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = socket.recv(&mut buffer).unwrap();
+    let reply = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(reply.starts_with("SIP/2.0 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"), "{reply}");
+    assert!(reply.contains("Accept: application/sdp\r\n"), "{reply}");
+    assert!(reply.contains(";audio\r\n"), "{reply}");
 }

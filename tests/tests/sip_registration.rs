@@ -64,6 +64,8 @@ fn registers_unregisters(transport: &str) {
 
     let (now, _) = wait_for_sip_state(&bus, "registered");
     assert_eq!(now["SipStateReason"], "");
+    // This registrar gives no GRUU (like many providers): none is taken.
+    assert!(daemon.log_text().contains("gruu=false"), "{}", daemon.log_text());
     let instance = std::fs::read_to_string(data.join("cusax/instance-id")).unwrap();
     let location = kamcmd(&testbed, &["ul.dump"]);
     assert!(location.contains("AoR: alice"), "{location}");
@@ -139,4 +141,16 @@ fn an_unreachable_registrar_is_retried() {
         assert!(start.elapsed() < PATIENCE, "no retry:\n{}", daemon.log_text());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_gruu_from_the_registrar_is_taken() {
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_GRUU", "1")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = account(dir.path(), &testbed, "udp", "secret-alice");
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for_sip_state(&bus, "registered");
+    assert!(daemon.log_text().contains("gruu=true"), "no GRUU taken:\n{}", daemon.log_text());
 }
