@@ -592,3 +592,73 @@ pub fn documented_api() -> zbus_xml::Node<'static> {
     let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     zbus_xml::Node::from_reader(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A UDP relay on loopback between a client and a server that drops chosen datagrams, to
+/// test recovery from loss. It runs until dropped; what it dropped is kept for assertions.
+pub struct LossyRelay {
+    pub port: u16,
+    dropped: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LossyRelay {
+    /// Relays between whoever sends to `port` and `server`; `drop_once` lists start-line
+    /// prefixes ("INVITE ", "SIP/2.0 200") whose first datagram in either direction is lost.
+    pub fn start(server: SocketAddr, drop_once: &[&str]) -> anyhow::Result<Self> {
+        let front = UdpSocket::bind("127.0.0.1:0")?;
+        let back = UdpSocket::bind("127.0.0.1:0")?;
+        back.connect(server)?;
+        front.set_read_timeout(Some(Duration::from_millis(20)))?;
+        back.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let port = front.local_addr()?.port();
+        let dropped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut pending: Vec<String> = drop_once.iter().map(|s| s.to_string()).collect();
+        let (seen, halt) = (dropped.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut client: Option<SocketAddr> = None;
+            let mut buffer = [0u8; 65536];
+            let mut lose = |bytes: &[u8]| {
+                let text = String::from_utf8_lossy(bytes);
+                let position = pending.iter().position(|prefix| text.starts_with(prefix.as_str()));
+                if let Some(position) = position {
+                    let first = text.lines().next().unwrap_or_default().to_owned();
+                    seen.lock().map(|mut s| s.push(first)).ok();
+                    pending.remove(position);
+                    return true;
+                }
+                false
+            };
+            while !halt.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = front.recv_from(&mut buffer) {
+                    client = Some(from);
+                    if !lose(&buffer[..n]) {
+                        let _ = back.send(&buffer[..n]);
+                    }
+                }
+                if let Ok(n) = back.recv(&mut buffer)
+                    && let Some(client) = client
+                    && !lose(&buffer[..n])
+                {
+                    let _ = front.send_to(&buffer[..n], client);
+                }
+            }
+        });
+        Ok(Self { port, dropped, stop, thread: Some(thread) })
+    }
+
+    /// The start lines of the datagrams it dropped.
+    pub fn dropped(&self) -> Vec<String> {
+        self.dropped.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! cusaxd calls sipp through Kamailio, with a lossy relay in front of Kamailio: a lost INVITE
+//! is recovered by our retransmission (Timer A), a lost 200 by the callee's and our ACK; a
+//! busy callee ends the call with its 486.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cusax_tests::{
+    Cusaxd, LossyRelay, PATIENCE, PrivateBus, Testbed, cusaxctl, free_port_block, repo_root, wait_for_exit,
+    write_private,
+};
+use serde_json::Value;
+
+fn sipp(dir: &Path, scenario: &Path, port: u16, args: &[String]) -> Command {
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-nostdin", "-trace_err", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s", "-timeout_error"])
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// A sipp UAS registered as carol on its own port, running `scenario` in the background.
+fn carol_uas(testbed: &Testbed, dir: &Path, scenario: &str) -> (Child, u16) {
+    let port = free_port_block(1);
+    let rtp = free_port_block(4);
+    let registrar = format!("127.0.0.1:{}", testbed.port("SIP_PORT"));
+    let register = repo_root().join("tests/testbed/sipp/register_auth.xml");
+    let args: Vec<String> = ["-s", "carol", "-au", "carol", "-ap", "secret-carol", &registrar]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let status = sipp(dir, &register, port, &args).status().unwrap();
+    assert!(status.success(), "sipp could not register carol");
+    let args: Vec<String> =
+        ["-mi", "127.0.0.1", "-mp", &rtp.to_string()].iter().map(|s| s.to_string()).collect();
+    let child = sipp(dir, &repo_root().join("tests/sipp").join(scenario), port, &args).spawn().unwrap();
+    (child, port)
+}
+
+/// alice's cusaxd, reaching Kamailio through `proxy_port` (the test bed's, or a relay's).
+fn alice(proxy_port: u16, dir: &Path) -> (PrivateBus, Cusaxd) {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{proxy_port}\"\npassword = \"secret-alice\"\n\
+         [media]\ncodecs = [\"pcmu\"]\n"
+    );
+    write_private(&path, &text).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let data = dir.join("data");
+    let daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_until(&bus, |s| s["SipState"] == "registered", &daemon);
+    (bus, daemon)
+}
+
+fn wait_until(bus: &PrivateBus, done: impl Fn(&Value) -> bool, daemon: &Cusaxd) {
+    let start = Instant::now();
+    loop {
+        let out = cusaxctl(bus, &["status", "--json"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if done(&status) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out; status {status}\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The call's properties once its State is `state`.
+fn wait_for_call(bus: &PrivateBus, state: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let out = cusaxctl(bus, &["calls", "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(call) =
+            text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|c| c["State"] == state)
+        {
+            return call;
+        }
+        assert!(start.elapsed() < PATIENCE, "no call became {state}: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn finish(mut child: Child, what: &str, dir: &Path) {
+    let (status, _) = wait_for_exit(&mut child, Duration::from_secs(40)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("{what} did not finish")
+    });
+    let errors: String = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(status.success(), "{what} failed ({status}):\n{errors}");
+}
+
+fn call_through_a_lossy_relay(drop_once: &[&str]) {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (uas, _) = carol_uas(&testbed, dir.path(), "uas_answer.xml");
+    let kamailio = std::net::SocketAddr::from(([127, 0, 0, 1], testbed.port("SIP_PORT")));
+    let relay = LossyRelay::start(kamailio, drop_once).unwrap();
+    let (bus, _alice) = alice(relay.port, dir.path());
+    assert!(cusaxctl(&bus, &["call", "sip:carol@127.0.0.1"]).status.success());
+    wait_for_call(&bus, "active");
+    assert_eq!(relay.dropped().len(), drop_once.len(), "the relay dropped {:?}", relay.dropped());
+    assert!(cusaxctl(&bus, &["hangup"]).status.success());
+    finish(uas, "the sipp UAS", dir.path());
+}
+
+#[test]
+fn our_invite_retransmission_recovers_a_lost_invite() {
+    // The first INVITE carries no credentials and draws a 407; the lost one is the first
+    // INVITE of all.
+    call_through_a_lossy_relay(&["INVITE sip:carol"]);
+}
+
+#[test]
+fn a_lost_200_is_recovered_by_its_retransmission_and_our_ack() {
+    call_through_a_lossy_relay(&["SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:"]);
+}
+
+#[test]
+fn a_busy_callee_ends_the_call_with_486() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (uas, _) = carol_uas(&testbed, dir.path(), "uas_busy.xml");
+    let (bus, _alice) = alice(testbed.port("SIP_PORT"), dir.path());
+    assert!(cusaxctl(&bus, &["call", "sip:carol@127.0.0.1"]).status.success());
+    let ended = wait_for_call(&bus, "ended");
+    assert_eq!(ended["StateReason"], "busy (486 Busy Here)");
+    finish(uas, "the sipp UAS", dir.path());
+}
