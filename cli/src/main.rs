@@ -116,7 +116,7 @@ fn main() -> ExitCode {
                 call_method(&conn, timeout, call.as_deref(), "Answer", &["incoming"]).await
             }
             Command::Hangup { call } => {
-                let live = ["dialing", "ringing", "incoming", "active"];
+                let live = ["dialing", "ringing", "incoming", "active", "held"];
                 call_method(&conn, timeout, call.as_deref(), "Hangup", &live).await
             }
             Command::Hold { call } => call_method(&conn, timeout, call.as_deref(), "Hold", &["active"]).await,

@@ -239,7 +239,7 @@ impl HubHandle {
 /// dropped or on [`HubHandle::shutdown`].
 pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandle {
     let (commands_tx, commands) = mpsc::channel(32);
-    let (events_tx, events) = mpsc::channel(64);
+    let (events_tx, events) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
     let sip = sip::spawn(events_tx, instance);
     let hub = Hub { source, config, status: status_tx, sip, ended: Vec::new() };
@@ -271,7 +271,11 @@ fn sdp_codecs(config: &Config) -> Vec<SdpCodec> {
 }
 
 impl Hub {
-    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut events: mpsc::Receiver<HubEvent>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<HubCommand>,
+        mut events: mpsc::UnboundedReceiver<HubEvent>,
+    ) {
         self.sip.configure(self.config.sip.clone(), sdp_codecs(&self.config)).await;
         loop {
             let linger = self.ended.iter().map(|(_, at)| *at).min();

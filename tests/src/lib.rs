@@ -603,9 +603,10 @@ pub struct LossyRelay {
 }
 
 impl LossyRelay {
-    /// Relays between whoever sends to `port` and `server`; `drop_once` lists start-line
-    /// prefixes ("INVITE ", "SIP/2.0 200") whose first datagram in either direction is lost.
-    pub fn start(server: SocketAddr, drop_once: &[&str]) -> anyhow::Result<Self> {
+    /// Relays between whoever sends to `port` and `server`; `drop_once` lists (start of the
+    /// datagram, text it contains): the first datagram in either direction that matches an
+    /// entry is lost, once per entry.
+    pub fn start(server: SocketAddr, drop_once: &[(&str, &str)]) -> anyhow::Result<Self> {
         let front = UdpSocket::bind("127.0.0.1:0")?;
         let back = UdpSocket::bind("127.0.0.1:0")?;
         back.connect(server)?;
@@ -614,14 +615,17 @@ impl LossyRelay {
         let port = front.local_addr()?.port();
         let dropped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut pending: Vec<String> = drop_once.iter().map(|s| s.to_string()).collect();
+        let mut pending: Vec<(String, String)> =
+            drop_once.iter().map(|(start, contains)| (start.to_string(), contains.to_string())).collect();
         let (seen, halt) = (dropped.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut client: Option<SocketAddr> = None;
             let mut buffer = [0u8; 65536];
             let mut lose = |bytes: &[u8]| {
                 let text = String::from_utf8_lossy(bytes);
-                let position = pending.iter().position(|prefix| text.starts_with(prefix.as_str()));
+                let position = pending.iter().position(|(start, contains)| {
+                    text.starts_with(start.as_str()) && text.contains(contains.as_str())
+                });
                 if let Some(position) = position {
                     let first = text.lines().next().unwrap_or_default().to_owned();
                     seen.lock().map(|mut s| s.push(first)).ok();

@@ -157,6 +157,10 @@ fn a_call_to_nobody_ends_with_the_proxys_reason() {
     assert!(out.status.success(), "{}", stderr(&out));
     let ended = wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "ended");
     assert_eq!(ended["StateReason"], "404 Not Found");
+    // While the ended call is still shown, acting on it is a named error.
+    let out = cusaxctl(&bus, &["hangup", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(org.cusax.Cusax1.Error.NotFound)"), "{}", stderr(&out));
 }
 
 #[test]
@@ -265,4 +269,7 @@ fn options_through_the_proxy_are_answered_with_what_cusaxd_can_do() {
     assert!(reply.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"), "{reply}");
     assert!(reply.contains("Accept: application/sdp\r\n"), "{reply}");
     assert!(reply.contains(";audio\r\n"), "{reply}");
+    let to = reply.lines().find(|l| l.starts_with("To: ")).unwrap_or_default();
+    let tag = to.split(";tag=").nth(1).unwrap_or_default();
+    assert!(tag.len() >= 8 && tag.chars().all(|c| c.is_ascii_hexdigit()), "a real To tag: {to}");
 }

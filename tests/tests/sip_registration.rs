@@ -154,3 +154,27 @@ fn a_gruu_from_the_registrar_is_taken() {
     wait_for_sip_state(&bus, "registered");
     assert!(daemon.log_text().contains("gruu=true"), "no GRUU taken:\n{}", daemon.log_text());
 }
+
+#[test]
+fn a_lost_connection_is_reopened_with_backoff_not_a_spin() {
+    let mut testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = account(dir.path(), &testbed, "tcp", "secret-alice");
+    let bus = PrivateBus::start().unwrap();
+    let daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for_sip_state(&bus, "registered");
+    testbed.stop().unwrap();
+    let (now, _) = wait_for_sip_state(&bus, "failed");
+    assert!(
+        now["SipStateReason"].as_str().unwrap_or_default().starts_with("the connection to the proxy failed"),
+        "{now}"
+    );
+    // The next attempt comes after a backoff (1 to 2 s), and finds nobody.
+    let start = Instant::now();
+    while !daemon.log_text().contains("SIP account not started") {
+        assert!(start.elapsed() < PATIENCE, "no reconnect attempt:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.log_text().matches("SIP transport lost").count(), 1, "{}", daemon.log_text());
+}

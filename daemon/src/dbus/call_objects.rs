@@ -45,6 +45,12 @@ impl CallsObject {
             return Err(CusaxError::InvalidArgument(format!("unknown option {key:?}")));
         }
         let id = self.hub.place_call(target).await?;
+        // The object goes out with its first state, not before the hub has it.
+        let mut status = self.hub.status();
+        let known = status.wait_for(|s| s.calls.contains_key(&id));
+        if tokio::time::timeout(std::time::Duration::from_secs(1), known).await.is_err() {
+            return Err(CusaxError::Failed("the call was placed but not reported in time".into()));
+        }
         export_call(server, &self.hub, id).await?;
         Ok(call_path(id))
     }

@@ -19,6 +19,7 @@ use cusax_protocol::sip::call::{Call, CallOutput, CallSettings, CallState, respo
 use cusax_protocol::sip::header::status_code;
 use cusax_protocol::sip::registration::{
     Entropy, Registration, RegistrationConfig, RegistrationEvent, RegistrationState, backoff, instance_urn,
+    random_hex,
 };
 use cusax_protocol::sip::target::call_target;
 use cusax_protocol::sip::transaction::Reliability;
@@ -31,6 +32,11 @@ use transport::Transport;
 use crate::config::{Secret, SipAccount};
 use crate::hub::{CallDirection, CallInfo, HubEvent, SipState};
 
+/// Calls at once; more incoming ones get 486, so a flood cannot exhaust ports.
+const MAX_CALLS: usize = 16;
+/// How long an ended call's machine is kept for late messages (a 487 after our CANCEL, a
+/// retransmitted BYE): 64 T1.
+const ENDED_GRACE: Duration = Duration::from_secs(32);
 /// How long we ask the registrar to keep our binding.
 const REQUESTED_EXPIRY: u32 = 600;
 /// RFC 5626 section 4.4.1: CRLF keep-alives on a stream every 95 to 120 seconds.
@@ -145,7 +151,7 @@ impl SipHandle {
 }
 
 /// Starts the SIP actor; it reports to the hub through `events`.
-pub fn spawn(events: mpsc::Sender<HubEvent>, instance: String) -> SipHandle {
+pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, instance: String) -> SipHandle {
     let (commands_tx, commands) = mpsc::channel(16);
     let actor = SipActor { events, instance, session: None, reopen: None, codecs: Vec::new(), next_call: 1 };
     tokio::spawn(actor.run(commands).instrument(info_span!("sip")));
@@ -153,7 +159,8 @@ pub fn spawn(events: mpsc::Sender<HubEvent>, instance: String) -> SipHandle {
 }
 
 struct SipActor {
-    events: mpsc::Sender<HubEvent>,
+    /// Unbounded so that the actor never waits on the hub, which may be waiting on us.
+    events: mpsc::UnboundedSender<HubEvent>,
     instance: String,
     session: Option<Session>,
     /// An account whose transport could not be opened yet: when to try again, and how often
@@ -165,6 +172,7 @@ struct SipActor {
 
 /// One account over one transport: its registration and its calls.
 struct Session {
+    account: SipAccount,
     registration: Registration,
     transport: Transport,
     next_keepalive: Option<Instant>,
@@ -183,6 +191,10 @@ struct CallEntry {
     origin: SdpOrigin,
     /// An incoming call's offer, answered when the user answers.
     remote_offer: Option<Vec<u8>>,
+    /// We hold the call (our re-INVITEs and answers say sendonly).
+    held_here: bool,
+    /// When the call ended; its machine is kept [`ENDED_GRACE`] for late messages.
+    ended_at: Option<Instant>,
 }
 
 impl SipActor {
@@ -235,7 +247,7 @@ impl SipActor {
     }
 
     async fn report(&self, state: SipState, reason: impl Into<String>) {
-        let _ = self.events.send(HubEvent::Sip { state, reason: reason.into() }).await;
+        let _ = self.events.send(HubEvent::Sip { state, reason: reason.into() });
     }
 
     async fn configure(&mut self, account: Option<SipAccount>) {
@@ -325,7 +337,15 @@ impl SipActor {
         info!(call = id, "calling");
         session.calls.insert(
             id,
-            CallEntry { call, direction: CallDirection::Outgoing, rtp, origin, remote_offer: None },
+            CallEntry {
+                call,
+                direction: CallDirection::Outgoing,
+                rtp,
+                origin,
+                remote_offer: None,
+                held_here: false,
+                ended_at: None,
+            },
         );
         self.apply_call(id, outputs).await;
         Ok(id)
@@ -360,7 +380,7 @@ impl SipActor {
 
     async fn hangup(&mut self, id: CallId) -> Result<(), CallError> {
         let session = self.session.as_mut().ok_or(CallError::NotFound)?;
-        let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
+        let entry = session.calls.get_mut(&id).filter(|e| e.ended_at.is_none()).ok_or(CallError::NotFound)?;
         let outputs = entry.call.hangup(std::time::Instant::now());
         self.apply_call(id, outputs).await;
         Ok(())
@@ -377,6 +397,7 @@ impl SipActor {
         }
         let mut local = local_audio(&entry.rtp, codecs)?;
         local.direction = if hold { Direction::SendOnly } else { Direction::SendRecv };
+        entry.held_here = hold;
         let offer = sdp::offer(&mut entry.origin, &local);
         let outputs = entry.call.update_media(offer.into_bytes(), hold, std::time::Instant::now());
         if outputs.is_empty() {
@@ -387,16 +408,13 @@ impl SipActor {
     }
 
     async fn on_received(&mut self, received: std::io::Result<Vec<Normalised>>) {
-        let Some(session) = self.session.as_mut() else { return };
+        if self.session.is_none() {
+            return;
+        }
         let now = std::time::Instant::now();
         let messages = match received {
             Ok(messages) => messages,
-            Err(e) => {
-                warn!(error = %e, "SIP transport failed");
-                let events = session.registration.on_transport_error(&e.to_string(), now);
-                self.apply_registration(events).await;
-                return;
-            }
+            Err(e) => return self.connection_lost(format!("the connection to the proxy failed: {e}")),
         };
         for message in messages {
             self.route(message, now).await;
@@ -422,7 +440,7 @@ impl SipActor {
             "INVITE" => return self.incoming(message, now).await,
             "ACK" => return,
             "OPTIONS" => options_response(&message, &session.settings),
-            _ => response_to(&message, 481, "Call/Transaction Does Not Exist", "", &session.settings),
+            _ => response_to(&message, 481, "Call/Transaction Does Not Exist", &new_tag(), &session.settings),
         };
         if let Err(e) = session.transport.send(&reply).await {
             debug!(error = %e, "could not answer a request");
@@ -431,11 +449,28 @@ impl SipActor {
 
     async fn incoming(&mut self, invite: Normalised, now: std::time::Instant) {
         let Some(session) = self.session.as_mut() else { return };
+        // We support no extension a caller could require (RFC 3261 8.2.2.3).
+        if let Some(required) = invite.header("Require").filter(|r| !r.trim().is_empty()) {
+            let mut refusal = response_to(&invite, 420, "Bad Extension", &new_tag(), &session.settings);
+            if let Ok(mut parsed) = cusax_protocol::sip::normalise(&refusal) {
+                let at = parsed.headers.len().saturating_sub(1);
+                parsed.headers.insert(at, ("Unsupported".to_owned(), required.to_owned()));
+                refusal = parsed.to_bytes();
+            }
+            let _ = session.transport.send(&refusal).await;
+            return;
+        }
+        let live = session.calls.values().filter(|e| e.call.state() != CallState::Ended).count();
+        if live >= MAX_CALLS {
+            let busy = response_to(&invite, 486, "Busy Here", &new_tag(), &session.settings);
+            let _ = session.transport.send(&busy).await;
+            return;
+        }
         let rtp = match reserve_rtp(session.local_ip).await {
             Ok(rtp) => rtp,
             Err(e) => {
                 warn!(error = %e, "no RTP port for an incoming call");
-                let busy = response_to(&invite, 503, "Service Unavailable", "", &session.settings);
+                let busy = response_to(&invite, 503, "Service Unavailable", &new_tag(), &session.settings);
                 let _ = session.transport.send(&busy).await;
                 return;
             }
@@ -443,7 +478,7 @@ impl SipActor {
         let Some((call, outputs)) =
             Call::incoming(session.settings.clone(), Box::new(OsEntropy), &invite, now)
         else {
-            let bad = response_to(&invite, 400, "Bad Request", "", &session.settings);
+            let bad = response_to(&invite, 400, "Bad Request", &new_tag(), &session.settings);
             let _ = session.transport.send(&bad).await;
             return;
         };
@@ -456,9 +491,33 @@ impl SipActor {
             rtp,
             origin: new_origin(),
             remote_offer: None,
+            held_here: false,
+            ended_at: None,
         };
         session.calls.insert(id, entry);
         self.apply_call(id, outputs).await;
+    }
+
+    /// The transport is gone (a closed or broken TCP connection, an ICMP error on UDP, a stream
+    /// out of step): its calls end, and a new transport and registration follow after a
+    /// backoff.
+    fn connection_lost(&mut self, reason: String) {
+        let Some(session) = self.session.take() else { return };
+        for (id, entry) in &session.calls {
+            if entry.call.state() != CallState::Ended {
+                let info = CallInfo {
+                    state: CallState::Ended,
+                    reason: "the connection to the proxy was lost".into(),
+                    direction: entry.direction,
+                    remote_uri: entry.call.remote_uri().to_owned(),
+                };
+                let _ = self.events.send(HubEvent::Call { id: *id, info });
+            }
+        }
+        let wait = backoff(0, &mut OsEntropy);
+        warn!(%reason, retry_in = ?wait, "SIP transport lost");
+        self.reopen = Some((session.account, Instant::now() + wait, 1));
+        let _ = self.events.send(HubEvent::Sip { state: SipState::Failed, reason });
     }
 
     async fn on_timer(&mut self) {
@@ -472,7 +531,7 @@ impl SipActor {
         if session.next_keepalive.is_some_and(|at| Instant::now() >= at) {
             session.next_keepalive = Some(Instant::now() + keepalive_interval());
             if let Err(e) = session.transport.send(b"\r\n\r\n").await {
-                warn!(error = %e, "keep-alive failed");
+                return self.connection_lost(format!("keep-alive failed: {e}"));
             }
         }
         let now = std::time::Instant::now();
@@ -488,8 +547,9 @@ impl SipActor {
             self.apply_call(id, outputs).await;
         }
         let Some(session) = self.session.as_mut() else { return };
-        // Ended calls whose last transaction is done are forgotten.
-        session.calls.retain(|_, e| e.call.state() != CallState::Ended || e.call.next_timeout().is_some());
+        // Ended calls are forgotten once late messages can no longer come.
+        let now_tokio = Instant::now();
+        session.calls.retain(|_, e| e.ended_at.is_none_or(|at| now_tokio < at + ENDED_GRACE));
         let events = session.registration.on_timeout(now);
         self.apply_registration(events).await;
     }
@@ -500,7 +560,7 @@ impl SipActor {
             match output {
                 CallOutput::Transmit(bytes) => {
                     if let Err(e) = session.transport.send(&bytes).await {
-                        warn!(call = id, error = %e, "cannot send");
+                        return self.connection_lost(format!("cannot send to the proxy: {e}"));
                     }
                 }
                 CallOutput::RemoteSdp(body) => {
@@ -537,7 +597,10 @@ impl SipActor {
                     Box::pin(self.apply_call(id, more)).await;
                 }
                 CallOutput::State { state, reason } => {
-                    let Some(entry) = session.calls.get(&id) else { continue };
+                    let Some(entry) = session.calls.get_mut(&id) else { continue };
+                    if state == CallState::Ended {
+                        entry.ended_at = Some(Instant::now());
+                    }
                     info!(call = id, state = state.as_str(), %reason, "call state");
                     let info = CallInfo {
                         state,
@@ -545,7 +608,7 @@ impl SipActor {
                         direction: entry.direction,
                         remote_uri: entry.call.remote_uri().to_owned(),
                     };
-                    let _ = self.events.send(HubEvent::Call { id, info }).await;
+                    let _ = self.events.send(HubEvent::Call { id, info });
                 }
             }
         }
@@ -621,6 +684,11 @@ fn local_audio(rtp: &UdpSocket, codecs: Vec<Codec>) -> Result<LocalAudio, CallEr
     Ok(LocalAudio { address: local.ip(), port: local.port(), codecs, direction: Direction::SendRecv })
 }
 
+/// A To tag for a response outside any dialog (RFC 3261 8.2.6.2).
+fn new_tag() -> String {
+    random_hex(&mut OsEntropy, 8)
+}
+
 fn new_origin() -> SdpOrigin {
     let mut bytes = [0u8; 4];
     OsEntropy.fill(&mut bytes);
@@ -629,7 +697,7 @@ fn new_origin() -> SdpOrigin {
 
 /// OPTIONS outside a dialog: what we can do (RFC 3261 section 11.2).
 fn options_response(request: &Normalised, settings: &CallSettings) -> Vec<u8> {
-    let plain = response_to(request, 200, "OK", "", settings);
+    let plain = response_to(request, 200, "OK", &new_tag(), settings);
     let Ok(mut response) = cusax_protocol::sip::normalise(&plain) else { return plain };
     let at = response.headers.len().saturating_sub(1);
     let extra = [
@@ -646,7 +714,8 @@ impl Session {
     fn next_timeout(&self) -> Option<Instant> {
         let registration = self.registration.next_timeout().map(Instant::from_std);
         let calls = self.calls.values().filter_map(|e| e.call.next_timeout()).min().map(Instant::from_std);
-        earliest(earliest(registration, self.next_keepalive), calls)
+        let forget = self.calls.values().filter_map(|e| e.ended_at).min().map(|at| at + ENDED_GRACE);
+        earliest(earliest(registration, self.next_keepalive), earliest(calls, forget))
     }
 
     /// Reads the password, opens the transport and prepares the registration.
@@ -709,6 +778,7 @@ impl Session {
         let next_keepalive =
             (opened.reliability == Reliability::Reliable).then(|| Instant::now() + keepalive_interval());
         Ok(Self {
+            account: account.clone(),
             registration: Registration::new(config, Box::new(OsEntropy)),
             transport: opened.transport,
             next_keepalive,

@@ -143,6 +143,10 @@ pub struct Call {
     reoffer: Option<(ServerTransaction, Normalised)>,
     /// The CSeq of the far end's latest INVITE, to tell new re-INVITEs from retransmissions.
     remote_invite_cseq: Option<u32>,
+    /// A provisional response to our INVITE came: a CANCEL may go now (RFC 3261 9.1).
+    provisional_seen: bool,
+    /// The user hung up before any provisional response: CANCEL when one comes.
+    cancel_deferred: bool,
 }
 
 impl Call {
@@ -183,6 +187,8 @@ impl Call {
             reinvite: None,
             reoffer: None,
             remote_invite_cseq: None,
+            provisional_seen: false,
+            cancel_deferred: false,
         };
         let mut out: Vec<CallOutput> =
             outputs.into_iter().filter_map(invite_transmit).map(CallOutput::Transmit).collect();
@@ -223,6 +229,8 @@ impl Call {
             reinvite: None,
             reoffer: None,
             remote_invite_cseq: cseq(invite).map(|(n, _)| n),
+            provisional_seen: false,
+            cancel_deferred: false,
         };
         let mut out = call.respond(180, "Ringing", None, now);
         if !invite.body.is_empty() {
@@ -397,12 +405,19 @@ impl Call {
         if !reported.contains(&InviteClientOutput::Response(status)) {
             return out;
         }
+        if (100..200).contains(&status) {
+            self.provisional_seen = true;
+            if std::mem::take(&mut self.cancel_deferred) {
+                out.extend(self.send_cancel(now));
+                return out;
+            }
+        }
         match status {
             180 | 183 if self.state == CallState::Dialing => {
                 self.state = CallState::Ringing;
                 out.push(CallOutput::State { state: CallState::Ringing, reason: String::new() });
             }
-            200..=299 => out.extend(self.on_invite_ok(response)),
+            200..=299 => out.extend(self.on_invite_ok(response, now)),
             401 | 407 if !was_challenged && self.settings.password.is_some() => {
                 let header = if status == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
                 match Challenge::choose(all(response, header)) {
@@ -429,7 +444,7 @@ impl Call {
         out
     }
 
-    fn on_invite_ok(&mut self, response: &Normalised) -> Vec<CallOutput> {
+    fn on_invite_ok(&mut self, response: &Normalised, now: Instant) -> Vec<CallOutput> {
         if let Some(ack) = &self.ack {
             // The 2xx again: our ACK was lost.
             return vec![CallOutput::Transmit(ack.clone())];
@@ -456,7 +471,7 @@ impl Call {
         }
         if self.state == CallState::Ended {
             // Answered after we cancelled: hang up at once (RFC 3261 9.1).
-            out.extend(self.bye(Instant::now()));
+            out.extend(self.bye(now));
         } else {
             self.state = CallState::Active;
             out.push(CallOutput::State { state: CallState::Active, reason: String::new() });
@@ -556,6 +571,9 @@ impl Call {
     }
 
     fn end(&mut self, reason: &str) -> Vec<CallOutput> {
+        if self.state == CallState::Ended {
+            return Vec::new();
+        }
         self.state = CallState::Ended;
         vec![CallOutput::State { state: CallState::Ended, reason: reason.to_owned() }]
     }
@@ -577,7 +595,20 @@ impl Call {
         out
     }
 
+    /// Ends an unanswered outgoing call: CANCEL now if a provisional response came, else as
+    /// soon as one does (RFC 3261 9.1); a 2xx that crosses it gets ACK and BYE.
     fn cancel(&mut self, now: Instant) -> Vec<CallOutput> {
+        let mut out = if self.provisional_seen {
+            self.send_cancel(now)
+        } else {
+            self.cancel_deferred = true;
+            Vec::new()
+        };
+        out.extend(self.end("cancelled"));
+        out
+    }
+
+    fn send_cancel(&mut self, now: Instant) -> Vec<CallOutput> {
         let Role::Caller { invite_request, branch, .. } = &self.role else { return Vec::new() };
         // RFC 3261 9.1: the INVITE's Request-URI, Call-ID, From, To, CSeq number and top Via.
         let mut headers = Vec::new();
@@ -761,7 +792,12 @@ impl Call {
             self.reinvite = None;
             let phrase = response.start_line.split_once(' ').map(|(_, r)| r).unwrap_or_default();
             let what = if hold { "hold" } else { "resume" };
-            out.push(CallOutput::State { state: self.state, reason: format!("{what} refused: {phrase}") });
+            if self.state != CallState::Ended {
+                out.push(CallOutput::State {
+                    state: self.state,
+                    reason: format!("{what} refused: {phrase}"),
+                });
+            }
         }
         out
     }
@@ -828,7 +864,10 @@ pub fn response_to(
     for (name, value) in &request.headers {
         match name.as_str() {
             "Via" | "From" | "Call-ID" | "CSeq" => headers.push((name.clone(), value.clone())),
-            "To" if status != 100 && NameAddr::parse(value).is_some_and(|t| t.param("tag").is_none()) => {
+            "To" if status != 100
+                && !local_tag.is_empty()
+                && NameAddr::parse(value).is_some_and(|t| t.param("tag").is_none()) =>
+            {
                 headers.push((name.clone(), format!("{value};tag={local_tag}")))
             }
             "To" => headers.push((name.clone(), value.clone())),
@@ -1167,5 +1206,25 @@ mod tests {
         assert_eq!(states(&out), [(CallState::Held, String::new())]);
         // Until the ACK, the 200 is repeated; a retransmitted re-INVITE gets it too.
         assert_eq!(sent(&call.on_message(&reinvite, t0)), std::slice::from_ref(&answer));
+    }
+
+    #[test]
+    fn a_hangup_before_any_provisional_response_cancels_when_one_comes() {
+        let t0 = Instant::now();
+        let (mut call, out) =
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+        let invite = sent(&out).remove(0);
+        let out = call.hangup(t0);
+        assert!(sent(&out).is_empty(), "no CANCEL before a provisional response");
+        assert_eq!(states(&out), [(CallState::Ended, "cancelled".into())]);
+        let out = call.on_message(&reply(&invite, "100 Trying", "", ""), t0);
+        assert_eq!(sent(&out)[0].start_line, "CANCEL sip:bob@127.0.0.1 SIP/2.0");
+        assert!(states(&out).is_empty(), "the call ended once");
+        // The callee answered anyway: ACK and BYE, and no second end.
+        let out = call.on_message(&reply(&invite, "200 OK", ROUTE, ""), t0);
+        let methods: Vec<String> =
+            sent(&out).iter().map(|m| m.start_line.split(' ').next().unwrap().to_owned()).collect();
+        assert_eq!(methods, ["ACK", "BYE"]);
+        assert!(states(&out).is_empty());
     }
 }

@@ -95,6 +95,8 @@ pub enum RegistrationEvent {
 }
 
 /// Backoff after failures (see [`backoff`]); the jitter keeps many clients out of step.
+/// The longest Retry-After we honour (a day); a larger one is someone else's mistake.
+const RETRY_AFTER_MAX: u64 = 24 * 3600;
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -111,7 +113,9 @@ struct Pending {
     branch: String,
     transaction: NonInviteClient,
     unregister: bool,
-    with_credentials: bool,
+    /// The request answers the challenge of the response just before it (not credentials
+    /// cached from an earlier round, as a refresh sends them).
+    fresh_credentials: bool,
 }
 
 pub struct Registration {
@@ -241,10 +245,9 @@ impl Registration {
             return Vec::new();
         }
         let unregister = pending.unregister;
-        let with_credentials = pending.with_credentials;
-        if pending.transaction.is_terminated() {
-            self.pending = None;
-        }
+        let fresh_credentials = pending.fresh_credentials;
+        // The answer is in: later copies of it do not match any REGISTER we wait for.
+        self.pending = None;
         let reason = response.start_line.split_once(' ').map(|(_, r)| r).unwrap_or_default().to_owned();
         match status {
             200..=299 if unregister => {
@@ -252,7 +255,7 @@ impl Registration {
                 self.set_state(RegistrationState::Unregistered)
             }
             200..=299 => self.registered(response, now),
-            401 | 407 => self.challenged(response, status == 407, with_credentials, now),
+            401 | 407 => self.challenged(response, status == 407, fresh_credentials, now),
             423 => {
                 let minimum = response.header("Min-Expires").and_then(|v| v.trim().parse::<u32>().ok());
                 match minimum {
@@ -271,7 +274,7 @@ impl Registration {
                 let retry_after = response
                     .header("Retry-After")
                     .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .map(|seconds| Duration::from_secs(seconds.min(RETRY_AFTER_MAX)));
                 self.fail_temporarily(format!("the registrar answered {reason}"), retry_after, now)
             }
         }
@@ -301,7 +304,7 @@ impl Registration {
         &mut self,
         response: &Normalised,
         proxy: bool,
-        with_credentials: bool,
+        fresh_credentials: bool,
         now: Instant,
     ) -> Vec<RegistrationEvent> {
         let header = if proxy { "Proxy-Authenticate" } else { "WWW-Authenticate" };
@@ -312,14 +315,20 @@ impl Registration {
         if self.config.password.is_none() {
             return self.fail_for_good("the registrar asks for a password and none is configured".into());
         }
-        if with_credentials && !challenge.stale {
+        // Credentials computed for the challenge just before, refused without "stale": the
+        // password is wrong. Cached ones (a refresh) may simply meet a new nonce.
+        if fresh_credentials && !challenge.stale {
             return self
                 .fail_for_good("the registrar refused our credentials: wrong username or password".into());
         }
         self.challenge = Some((challenge, proxy, 0));
         self.pending = None;
         let unregister = self.unregistering;
-        self.send(now, unregister)
+        let events = self.send(now, unregister);
+        if let Some(pending) = self.pending.as_mut() {
+            pending.fresh_credentials = true;
+        }
+        events
     }
 
     fn fail_for_good(&mut self, reason: String) -> Vec<RegistrationEvent> {
@@ -383,7 +392,7 @@ impl Registration {
             instance = c.instance,
             agent = c.user_agent,
         );
-        let mut with_credentials = false;
+
         if let (Some((challenge, proxy, nc)), Some(password)) =
             (self.challenge.as_mut(), c.password.as_deref())
         {
@@ -392,11 +401,10 @@ impl Registration {
             let answer = challenge.answer(&c.auth_user, password, "REGISTER", &c.registrar, *nc, &cnonce);
             let name = if *proxy { "Proxy-Authorization" } else { "Authorization" };
             let _ = write!(request, "{name}: {answer}\r\n");
-            with_credentials = true;
         }
         request.push_str("Content-Length: 0\r\n\r\n");
         let (transaction, outputs) = NonInviteClient::start(request.into_bytes(), c.reliability, now);
-        self.pending = Some(Pending { branch, transaction, unregister, with_credentials });
+        self.pending = Some(Pending { branch, transaction, unregister, fresh_credentials: false });
         let mut events: Vec<RegistrationEvent> = outputs
             .into_iter()
             .filter_map(|o| match o {
@@ -532,6 +540,49 @@ mod tests {
             })]
         );
         assert_eq!(r.next_timeout(), None, "no retry loop");
+    }
+
+    #[test]
+    fn a_refresh_that_meets_a_new_nonce_answers_it() {
+        let mut r = Registration::new(config(Reliability::Reliable), Box::new(Counter(0)));
+        let t0 = Instant::now();
+        let first = sent(&r.start(t0));
+        let second = sent(&r.on_response(&answer(&first, "401 Unauthorized", CHALLENGE), t0));
+        r.on_response(&answer(&second, "200 OK", "Expires: 600\r\n"), t0);
+        let refresh = sent(&r.on_timeout(t0 + Duration::from_secs(480)));
+        assert!(refresh.header("Authorization").is_some(), "the refresh carries the cached credentials");
+        // The registrar wants a new nonce, without stale=true: answered, not "wrong password".
+        let new_nonce = CHALLENGE.replace("n1", "n9");
+        let again = sent(
+            &r.on_response(&answer(&refresh, "401 Unauthorized", &new_nonce), t0 + Duration::from_secs(480)),
+        );
+        assert!(again.header("Authorization").unwrap().contains("nonce=\"n9\""));
+        assert_eq!(r.state(), &RegistrationState::Registered { expires: 600, pub_gruu: None });
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_bounded() {
+        let mut r = Registration::new(config(Reliability::Reliable), Box::new(Counter(0)));
+        let t0 = Instant::now();
+        let first = sent(&r.start(t0));
+        let events = r.on_response(
+            &answer(&first, "503 Service Unavailable", "Retry-After: 18446744073709551615\r\n"),
+            t0,
+        );
+        assert!(
+            matches!(&events[..], [RegistrationEvent::State(RegistrationState::Failed { retry_in: Some(w), .. })] if *w == Duration::from_secs(RETRY_AFTER_MAX))
+        );
+    }
+
+    #[test]
+    fn a_failed_udp_register_waits_for_its_retry_without_spinning() {
+        let mut r = Registration::new(config(Reliability::Unreliable), Box::new(Counter(0)));
+        let t0 = Instant::now();
+        let first = sent(&r.start(t0));
+        r.on_response(&answer(&first, "500 Server Error", ""), t0);
+        let wake = r.next_timeout().unwrap();
+        assert!(wake >= t0 + Duration::from_secs(1), "woke at once: a spin");
+        assert!(sent(&r.on_timeout(wake)).start_line.starts_with("REGISTER "));
     }
 
     #[test]
