@@ -276,7 +276,9 @@ impl Hub {
         mut commands: mpsc::Receiver<HubCommand>,
         mut events: mpsc::UnboundedReceiver<HubEvent>,
     ) {
-        self.sip.configure(self.config.sip.clone(), sdp_codecs(&self.config)).await;
+        self.sip
+            .configure(self.config.sip.clone(), sdp_codecs(&self.config), self.config.tls.extra_ca.clone())
+            .await;
         loop {
             let linger = self.ended.iter().map(|(_, at)| *at).min();
             tokio::select! {
@@ -365,7 +367,8 @@ impl Hub {
         info!(path = %self.source.path.display(), "config reloaded");
         let fresh = DaemonStatus::from_config(&config);
         let sip_changed = config.sip != self.config.sip;
-        let config_codecs_changed = config.media.codecs != self.config.media.codecs;
+        let config_codecs_changed =
+            config.media.codecs != self.config.media.codecs || config.tls != self.config.tls;
         self.status.send_if_modified(|status| {
             let before = status.clone();
             // An account whose settings did not change keeps its live state; a changed one
@@ -384,7 +387,13 @@ impl Hub {
         });
         self.config = config;
         if sip_changed || config_codecs_changed {
-            self.sip.configure(self.config.sip.clone(), sdp_codecs(&self.config)).await;
+            self.sip
+                .configure(
+                    self.config.sip.clone(),
+                    sdp_codecs(&self.config),
+                    self.config.tls.extra_ca.clone(),
+                )
+                .await;
         }
         Ok(())
     }

@@ -375,6 +375,11 @@ impl Testbed {
         self.dir.path()
     }
 
+    /// The test CA that signed the servers' certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.crt")
+    }
+
     pub fn port(&self, name: &str) -> u16 {
         self.ports.get(name).copied().unwrap_or_else(|| panic!("no port {name}"))
     }
@@ -431,7 +436,7 @@ impl Baresip {
         let sip_port = free_port_block(2);
         let rtp = free_port_block(20);
         let ctrl_port = free_ports(1)[0];
-        let proxy_port = testbed.port("SIP_PORT");
+        let proxy_port = testbed.port(if transport == "tls" { "SIP_TLS_PORT" } else { "SIP_PORT" });
         let conf = dir.path().join("conf");
         let status = Command::new(repo_root().join("tests/testbed/baresip/mkconf.sh"))
             .arg(&conf)
@@ -439,6 +444,7 @@ impl Baresip {
             .args([&ctrl_port.to_string(), "tone.wav"])
             .env("BARESIP_OUTBOUND", format!("sip:127.0.0.1:{proxy_port}"))
             .env("BARESIP_TRANSPORT", transport)
+            .env("BARESIP_CAFILE", testbed.ca_file())
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {

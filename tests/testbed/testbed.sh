@@ -73,12 +73,22 @@ up() {
   local t0 t
 
   # --- self-signed certificate for "localhost" (also valid for 127.0.0.1/::1)
+  # A test CA and a server certificate it signs, for "localhost", 127.0.0.1 and ::1. Clients
+  # trust ca.crt; a self-signed server certificate would be a CA used as an end entity,
+  # which rustls/webpki rightly refuses.
   if [ ! -s "$dir/certs/localhost.crt" ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
-      -addext "subjectAltName=DNS:localhost,DNS:conference.localhost,DNS:pubsub.localhost,IP:127.0.0.1,IP:::1" \
-      -keyout "$dir/certs/localhost.key" -out "$dir/certs/localhost.crt" 2>/dev/null || die "openssl failed"
+    local c=$dir/certs
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cusax test CA" \
+      -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null || die "openssl (CA) failed"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$c/localhost.key" -out "$c/localhost.csr" 2>/dev/null || die "openssl (request) failed"
+    printf '%s\n' "subjectAltName=DNS:localhost,DNS:conference.localhost,DNS:pubsub.localhost,IP:127.0.0.1,IP:::1" \
+      "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth" >"$c/localhost.ext"
+    openssl x509 -req -in "$c/localhost.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$c/localhost.ext" -out "$c/localhost.crt" 2>/dev/null || die "openssl (signing) failed"
     # hashed CA dir for tools that want one (sendxmpp -a DIR, openssl -CApath)
-    openssl rehash "$dir/certs" 2>/dev/null || true
+    openssl rehash "$c" 2>/dev/null || true
   fi
 
   # --- prosody
@@ -138,7 +148,7 @@ up() {
   cat >"$dir/env.sh" <<ENV
 export TESTBED_DIR='$dir'
 export XMPP_DOMAIN=localhost XMPP_HOST=127.0.0.1 XMPP_PORT=$c2s XMPP_TLS_PORT=$c2s_tls
-export XMPP_CA_FILE='$dir/certs/localhost.crt' XMPP_CA_DIR='$dir/certs'
+export XMPP_CA_FILE='$dir/certs/ca.crt' XMPP_CA_DIR='$dir/certs' CA_FILE='$dir/certs/ca.crt'
 export SIP_REGISTRAR=127.0.0.1:$sip SIP_TLS_PORT=$sip_tls SIP_DOMAIN=127.0.0.1 KAMAILIO_CTL=tcp:127.0.0.1:$kctl
 export TESTBED_USERS='$users'   # password: secret-<user>
 ENV
@@ -165,7 +175,7 @@ call_demo() {
   local pa=${CALL_SIP_PORT:-5102}   # alice: pa (+1 TLS), bob: pa+2 (+3 TLS)
   local ctl_a=${CALL_CTRL_PORT:-4441}; local ctl_b=$((ctl_a + 1))
   local rtp=${CALL_RTP_PORT:-10000}   # alice: rtp..rtp+19, bob: rtp+20..rtp+39
-  export BARESIP_TRANSPORT=${CALL_TRANSPORT:-udp} BARESIP_CAFILE=$dir/certs/localhost.crt
+  export BARESIP_TRANSPORT=${CALL_TRANSPORT:-udp} BARESIP_CAFILE=$dir/certs/ca.crt
   local proxy_port=$sip; [ "$BARESIP_TRANSPORT" = tls ] && proxy_port=$sip_tls
   export BARESIP_OUTBOUND="sip:127.0.0.1:$proxy_port"
   "$here/baresip/mkconf.sh" "$b/alice" alice secret-alice "$pa" "$rtp-$((rtp + 19))" "$ctl_a" tone1k.wav >/dev/null || return 1
@@ -228,7 +238,7 @@ sipp_demo() {
 xmpp_demo() {
   [ -f "$dir/env.sh" ] || die "run 'testbed.sh up' first"
   "$py" -c 'import slixmpp' 2>/dev/null || die "no python with slixmpp at $py (run install.sh or set TESTBED_PYTHON)"
-  local P=("$py" "$here/tools/xmpp_probe.py" --cafile "$dir/certs/localhost.crt" --port "$c2s") rc=0 lp
+  local P=("$py" "$here/tools/xmpp_probe.py" --cafile "$dir/certs/ca.crt" --port "$c2s") rc=0 lp
   "${P[@]}" listen --jid bob@localhost --password secret-bob --count 1 --timeout 10 >"$dir/xmpp-bob.jsonl" & lp=$!
   echo $lp >"$dir/pids/xmpp-listener.pid"
   sleep 1

@@ -23,10 +23,11 @@ fn alice(testbed: &Testbed, dir: &Path, transport: &str) -> (PrivateBus, Cusaxd)
 /// `user`'s cusaxd (password `secret-<user>`), registered with the test bed's Kamailio.
 fn account(testbed: &Testbed, dir: &Path, user: &str, transport: &str) -> (PrivateBus, Cusaxd) {
     let path: PathBuf = dir.join("config.toml");
+    let port = testbed.port(if transport == "tls" { "SIP_TLS_PORT" } else { "SIP_PORT" });
     let text = format!(
-        "[sip]\naor = \"sip:{user}@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\n\
-         password = \"secret-{user}\"\n[media]\ncodecs = [\"pcmu\", \"pcma\"]\n",
-        testbed.port("SIP_PORT")
+        "[sip]\naor = \"sip:{user}@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{port}\"\ntransport = \"{transport}\"\n\
+         password = \"secret-{user}\"\n[media]\ncodecs = [\"pcmu\", \"pcma\"]\n[tls]\nextra_ca = \"{}\"\n",
+        testbed.ca_file().display()
     );
     write_private(&path, &text).unwrap();
     let bus = PrivateBus::start().unwrap();
@@ -73,7 +74,7 @@ fn wait_for_no_calls(bus: &PrivateBus) {
 }
 
 fn calls_baresip_and_hangs_up(transport: &str) {
-    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_TLS", "1")]).unwrap();
     let mut bob = Baresip::start(&testbed, "bob", transport).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (bus, _alice) = alice(&testbed, dir.path(), transport);
@@ -111,11 +112,15 @@ fn cusaxd_calls_baresip_over_tcp_and_hangs_up() {
 }
 
 #[test]
-fn baresip_calls_cusaxd_and_cusaxctl_answers() {
-    let testbed = Testbed::start(&["kamailio"]).unwrap();
-    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+fn cusaxd_calls_baresip_over_tls_and_hangs_up() {
+    calls_baresip_and_hangs_up("tls");
+}
+
+fn baresip_calls_and_cusaxctl_answers(transport: &str) {
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_TLS", "1")]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", transport).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    let (bus, _alice) = alice(&testbed, dir.path(), transport);
 
     bob.command("dial", "sip:alice@127.0.0.1").unwrap();
     let path = "/org/cusax/Cusax1/call/1";
@@ -131,6 +136,21 @@ fn baresip_calls_cusaxd_and_cusaxctl_answers() {
     bob.command("hangup", "").unwrap();
     let ended = wait_for_call(&bus, path, "ended");
     assert_eq!(ended["StateReason"], "the other side hung up");
+}
+
+#[test]
+fn baresip_calls_cusaxd_over_udp_and_cusaxctl_answers() {
+    baresip_calls_and_cusaxctl_answers("udp");
+}
+
+#[test]
+fn baresip_calls_cusaxd_over_tcp_and_cusaxctl_answers() {
+    baresip_calls_and_cusaxctl_answers("tcp");
+}
+
+#[test]
+fn baresip_calls_cusaxd_over_tls_and_cusaxctl_answers() {
+    baresip_calls_and_cusaxctl_answers("tls");
 }
 
 #[test]

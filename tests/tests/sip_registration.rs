@@ -46,16 +46,19 @@ fn registers_received(testbed: &Testbed) -> u64 {
 
 fn account(dir: &Path, testbed: &Testbed, transport: &str, password: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
-    let text = format!(
-        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"{transport}\"\npassword = \"{password}\"\n",
-        testbed.port("SIP_PORT")
+    let port = testbed.port(if transport == "tls" { "SIP_TLS_PORT" } else { "SIP_PORT" });
+    let mut text = format!(
+        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{port}\"\ntransport = \"{transport}\"\npassword = \"{password}\"\n"
     );
+    if transport == "tls" {
+        text.push_str(&format!("[tls]\nextra_ca = \"{}\"\n", testbed.ca_file().display()));
+    }
     write_private(&path, &text).unwrap();
     path
 }
 
 fn registers_unregisters(transport: &str) {
-    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_TLS", "1")]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = account(dir.path(), &testbed, transport, "secret-alice");
@@ -95,6 +98,31 @@ fn registers_and_unregisters_over_udp() {
 #[test]
 fn registers_and_unregisters_over_tcp() {
     registers_unregisters("tcp");
+}
+
+#[test]
+fn registers_and_unregisters_over_tls() {
+    registers_unregisters("tls");
+}
+
+#[test]
+fn a_registrar_certificate_from_an_unknown_ca_is_refused() {
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_TLS", "1")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = dir.path().join("config.toml");
+    // TLS without [tls] extra_ca: the test CA is not among the system's roots.
+    let text = format!(
+        "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"tls\"\npassword = \"secret-alice\"\n",
+        testbed.port("SIP_TLS_PORT")
+    );
+    write_private(&path, &text).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    let (now, _) = wait_for_sip_state(&bus, "failed");
+    let reason = now["SipStateReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("TLS with 127.0.0.1") && reason.contains("UnknownIssuer"), "{reason}");
+    assert!(!kamcmd(&testbed, &["ul.dump"]).contains("AoR: alice"));
 }
 
 #[test]

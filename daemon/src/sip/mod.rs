@@ -11,6 +11,7 @@ mod transport;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, SdpOrigin};
@@ -80,10 +81,12 @@ pub enum CallError {
 
 #[derive(Debug)]
 pub enum SipCommand {
-    /// Use this account and codec preference from now on (`None`: no SIP account).
+    /// Use this account, codec preference and private CA from now on (`None`: no SIP
+    /// account).
     Configure {
         account: Option<Box<SipAccount>>,
         codecs: Vec<Codec>,
+        extra_ca: Option<PathBuf>,
     },
     PlaceCall {
         target: String,
@@ -115,8 +118,14 @@ pub struct SipHandle {
 }
 
 impl SipHandle {
-    pub async fn configure(&self, account: Option<SipAccount>, codecs: Vec<Codec>) {
-        let _ = self.commands.send(SipCommand::Configure { account: account.map(Box::new), codecs }).await;
+    pub async fn configure(
+        &self,
+        account: Option<SipAccount>,
+        codecs: Vec<Codec>,
+        extra_ca: Option<PathBuf>,
+    ) {
+        let command = SipCommand::Configure { account: account.map(Box::new), codecs, extra_ca };
+        let _ = self.commands.send(command).await;
     }
 
     pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
@@ -153,7 +162,15 @@ impl SipHandle {
 /// Starts the SIP actor; it reports to the hub through `events`.
 pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, instance: String) -> SipHandle {
     let (commands_tx, commands) = mpsc::channel(16);
-    let actor = SipActor { events, instance, session: None, reopen: None, codecs: Vec::new(), next_call: 1 };
+    let actor = SipActor {
+        events,
+        instance,
+        session: None,
+        reopen: None,
+        codecs: Vec::new(),
+        extra_ca: None,
+        next_call: 1,
+    };
     tokio::spawn(actor.run(commands).instrument(info_span!("sip")));
     SipHandle { commands: commands_tx }
 }
@@ -166,6 +183,8 @@ struct SipActor {
     /// An account whose transport could not be opened yet: when to try again, and how often
     /// it failed.
     reopen: Option<(SipAccount, Instant, u32)>,
+    /// `[tls] extra_ca`: a private CA trusted besides the system's roots.
+    extra_ca: Option<PathBuf>,
     codecs: Vec<Codec>,
     next_call: CallId,
 }
@@ -222,8 +241,9 @@ impl SipActor {
 
     async fn on_command(&mut self, command: SipCommand) {
         match command {
-            SipCommand::Configure { account, codecs } => {
+            SipCommand::Configure { account, codecs, extra_ca } => {
                 self.codecs = codecs;
+                self.extra_ca = extra_ca;
                 self.configure(account.map(|a| *a)).await;
             }
             SipCommand::PlaceCall { target, reply } => {
@@ -262,7 +282,7 @@ impl SipActor {
     /// Opens the transport and starts registering; a failure is retried with backoff.
     async fn open(&mut self, account: SipAccount, failures: u32) {
         self.report(SipState::Registering, "").await;
-        match Session::open(&account, &self.instance).await {
+        match Session::open(&account, &self.instance, self.extra_ca.as_deref()).await {
             Ok(mut session) => {
                 let events = session.registration.start(std::time::Instant::now());
                 self.session = Some(session);
@@ -719,7 +739,11 @@ impl Session {
     }
 
     /// Reads the password, opens the transport and prepares the registration.
-    async fn open(account: &SipAccount, instance: &str) -> Result<Self, String> {
+    async fn open(
+        account: &SipAccount,
+        instance: &str,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let password = match &account.password {
             Secret::None => None,
             Secret::Literal(text) => Some(text.clone()),
@@ -735,14 +759,18 @@ impl Session {
                 );
             }
         };
-        let opened = Transport::open(account).await?;
+        let opened = Transport::open(account, extra_ca).await?;
         let local = opened.local;
         let user = account.aor.user().unwrap_or_default().to_owned();
         let host = match local {
             SocketAddr::V4(v4) => v4.ip().to_string(),
             SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
         };
-        let transport_param = if opened.reliability == Reliability::Reliable { ";transport=tcp" } else { "" };
+        let transport_param = match opened.name {
+            "TLS" => ";transport=tls",
+            "TCP" => ";transport=tcp",
+            _ => "",
+        };
         let contact = format!("sip:{user}@{host}:{}{transport_param}", local.port());
         let sent_by = format!("{host}:{}", local.port());
         let auth_user = account.username.clone().unwrap_or_else(|| user.clone());
