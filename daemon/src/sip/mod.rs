@@ -444,8 +444,7 @@ impl SipActor {
     /// Hands a message to its call, its registration, or answers it here.
     async fn route(&mut self, message: Normalised, now: std::time::Instant) {
         let Some(session) = self.session.as_mut() else { return };
-        let call_id = message.header("Call-ID").unwrap_or_default().to_owned();
-        if let Some((&id, entry)) = session.calls.iter_mut().find(|(_, e)| e.call.call_id() == call_id) {
+        if let Some((&id, entry)) = session.calls.iter_mut().find(|(_, e)| e.call.matches(&message)) {
             let outputs = entry.call.on_message(&message, now);
             self.apply_call(id, outputs).await;
             return;
@@ -456,8 +455,13 @@ impl SipActor {
             return;
         }
         let method = message.start_line.split(' ').next().unwrap_or_default();
+        let in_dialog = message
+            .header("To")
+            .and_then(cusax_protocol::sip::header::NameAddr::parse)
+            .is_some_and(|to| to.param("tag").is_some());
         let reply = match method {
-            "INVITE" => return self.incoming(message, now).await,
+            // A new call; a To tag means a dialog we do not have (RFC 3261 12.2.2): 481 below.
+            "INVITE" if !in_dialog => return self.incoming(message, now).await,
             "ACK" => return,
             "OPTIONS" => options_response(&message, &session.settings),
             _ => response_to(&message, 481, "Call/Transaction Does Not Exist", &new_tag(), &session.settings),

@@ -147,6 +147,8 @@ pub struct Call {
     provisional_seen: bool,
     /// The user hung up before any provisional response: CANCEL when one comes.
     cancel_deferred: bool,
+    /// An incoming call rings until then, then is declined as not answered.
+    ring_until: Option<Instant>,
 }
 
 impl Call {
@@ -189,6 +191,7 @@ impl Call {
             remote_invite_cseq: None,
             provisional_seen: false,
             cancel_deferred: false,
+            ring_until: None,
         };
         let mut out: Vec<CallOutput> =
             outputs.into_iter().filter_map(invite_transmit).map(CallOutput::Transmit).collect();
@@ -231,6 +234,7 @@ impl Call {
             remote_invite_cseq: cseq(invite).map(|(n, _)| n),
             provisional_seen: false,
             cancel_deferred: false,
+            ring_until: Some(now + RING_TIMEOUT),
         };
         let mut out = call.respond(180, "Ringing", None, now);
         if !invite.body.is_empty() {
@@ -246,6 +250,26 @@ impl Call {
 
     pub fn state(&self) -> CallState {
         self.state
+    }
+
+    /// Whether `message` belongs to this call: its Call-ID, and the tags of our dialog (RFC
+    /// 3261 12.2.2) where the message carries them.
+    pub fn matches(&self, message: &Normalised) -> bool {
+        if message.header("Call-ID") != Some(self.call_id.as_str()) {
+            return false;
+        }
+        let tag = |name: &str| {
+            message.header(name).and_then(NameAddr::parse).and_then(|a| a.param("tag").map(str::to_owned))
+        };
+        let remote_tag = self.dialog.as_ref().map(|d| d.remote_tag.as_str()).filter(|t| !t.is_empty());
+        if status_code(&message.start_line).is_some() {
+            // Responses to our requests: From is ours.
+            return tag("From").as_deref() == Some(self.local_tag.as_str());
+        }
+        // Requests from the far end: From is theirs, To is ours once the dialog exists.
+        let from_matches = remote_tag.is_none_or(|r| tag("From").as_deref() == Some(r));
+        let to_matches = tag("To").is_none_or(|t| t == self.local_tag);
+        from_matches && to_matches
     }
 
     /// The far end's URI (To of an outgoing call, From of an incoming one).
@@ -296,6 +320,7 @@ impl Call {
             Role::Callee { server, .. } => times.extend(server.next_timeout()),
         }
         times.extend(self.ok.as_ref().map(|o| o.next));
+        times.extend(self.ring_until.filter(|_| self.state == CallState::Incoming));
         times.extend(self.reinvite.as_ref().and_then(|r| r.transaction.next_timeout()));
         times.extend(self.reoffer.as_ref().and_then(|(t, _)| t.next_timeout()));
         times.extend(self.ending.as_ref().and_then(|(_, t)| t.next_timeout()));
@@ -304,6 +329,9 @@ impl Call {
 
     pub fn on_timeout(&mut self, now: Instant) -> Vec<CallOutput> {
         let mut out = Vec::new();
+        if self.state == CallState::Incoming && self.ring_until.is_some_and(|at| now >= at) {
+            out.extend(self.reject(480, "Temporarily Unavailable", "not answered", now));
+        }
         let mut timed_out = false;
         match &mut self.role {
             Role::Caller { invite, .. } => {
@@ -716,7 +744,7 @@ impl Call {
         request.headers.splice(
             at..at,
             [
-                ("Contact".to_owned(), format!("<{}>", self.settings.contact)),
+                ("Contact".to_owned(), format!("<{}>;audio", self.settings.contact)),
                 ("Content-Type".to_owned(), "application/sdp".to_owned()),
             ],
         );
@@ -821,7 +849,8 @@ fn invite_response(
     let at = parsed.headers.len().saturating_sub(1);
     let mut extra: Vec<(String, String)> =
         all(invite, "Record-Route").map(|r| ("Record-Route".to_owned(), r.to_owned())).collect();
-    extra.push(("Contact".to_owned(), format!("<{}>", settings.contact)));
+    // RFC 3840 feature tags are header parameters: what this Contact can do.
+    extra.push(("Contact".to_owned(), format!("<{}>;audio", settings.contact)));
     extra.push(("Allow".to_owned(), ALLOW.to_owned()));
     if let Some(body) = sdp {
         extra.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
@@ -833,6 +862,9 @@ fn invite_response(
     }
     parsed.to_bytes()
 }
+
+/// How long an incoming call rings before we decline it (baresip's call_local_timeout).
+const RING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The methods we handle in a dialog.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
@@ -899,7 +931,7 @@ impl Invite<'_> {
             ("To".to_owned(), format!("<{}>", self.target)),
             ("Call-ID".to_owned(), self.call_id.to_owned()),
             ("CSeq".to_owned(), format!("{} INVITE", self.cseq)),
-            ("Contact".to_owned(), format!("<{}>", s.contact)),
+            ("Contact".to_owned(), format!("<{}>;audio", s.contact)),
             ("Allow".to_owned(), ALLOW.to_owned()),
             ("User-Agent".to_owned(), s.user_agent.clone()),
         ];
@@ -1095,7 +1127,7 @@ mod tests {
         let ok = sent(&out).remove(0);
         assert_eq!(ok.start_line, "SIP/2.0 200 OK");
         assert_eq!(ok.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
-        assert_eq!(ok.header("Contact"), Some("<sip:alice@127.0.0.1:5070>"));
+        assert_eq!(ok.header("Contact"), Some("<sip:alice@127.0.0.1:5070>;audio"));
         assert_eq!(ok.header("Content-Length"), Some("12"));
         assert!(ok.header("To").unwrap().ends_with(&format!("tag={local_tag}")));
         assert_eq!(states(&out), [(CallState::Active, String::new())]);
@@ -1226,5 +1258,47 @@ mod tests {
             sent(&out).iter().map(|m| m.start_line.split(' ').next().unwrap().to_owned()).collect();
         assert_eq!(methods, ["ACK", "BYE"]);
         assert!(states(&out).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_incoming_call_is_declined_after_ringing_two_minutes() {
+        let t0 = Instant::now();
+        let (mut call, _) = Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
+        let mut out = Vec::new();
+        while let Some(at) = call.next_timeout() {
+            if at > t0 + Duration::from_secs(121) {
+                break;
+            }
+            out.extend(call.on_timeout(at));
+        }
+        assert_eq!(
+            sent(&out).last().map(|m| m.start_line.clone()).as_deref(),
+            Some("SIP/2.0 480 Temporarily Unavailable")
+        );
+        assert_eq!(states(&out), [(CallState::Ended, "not answered".into())]);
+    }
+
+    #[test]
+    fn messages_are_matched_by_call_id_and_dialog_tags() {
+        let t0 = Instant::now();
+        let (call, ok) = active_call(t0);
+        assert!(call.matches(&ok));
+        let mut foreign = ok.clone();
+        for (name, value) in foreign.headers.iter_mut() {
+            if name == "From" {
+                *value = value.replace("tag=", "tag=x");
+            }
+        }
+        assert!(!call.matches(&foreign), "a response to someone else's request");
+        let (incoming, out) =
+            Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
+        let local_tag =
+            NameAddr::parse(sent(&out)[0].header("To").unwrap()).unwrap().param("tag").unwrap().to_owned();
+        let bye = |to_tag: &str| {
+            normalise(format!("BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5102;branch=z9hG4bKb\r\nFrom: <sip:bob@127.0.0.1>;tag=b7\r\nTo: <sip:alice@127.0.0.1>;tag={to_tag}\r\nCall-ID: in-1\r\nCSeq: 21 BYE\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
+        };
+        assert!(incoming.matches(&bye(&local_tag)));
+        assert!(!incoming.matches(&bye("other")), "a BYE for another dialog of the same Call-ID");
+        assert!(incoming.matches(&incoming_invite()), "the INVITE's retransmission has no To tag yet");
     }
 }

@@ -377,7 +377,7 @@ impl Registration {
              To: <{aor}>\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} REGISTER\r\n\
-             Contact: <{contact}>;+sip.instance=\"<{instance}>\";reg-id=1\r\n\
+             Contact: <{contact}>;+sip.instance=\"<{instance}>\";reg-id=1;audio\r\n\
              Expires: {expires}\r\n\
              Supported: gruu, outbound, path\r\n\
              User-Agent: {agent}\r\n",
