@@ -26,6 +26,7 @@
 #   TESTBED_SIP_TLS=1   kamailio also listens for SIP over TLS on SIP_TLS_PORT=5061
 #                       (needs the Debian package kamailio-tls-modules)
 #   TESTBED_SIP_GRUU=1  kamailio hands out GRUUs (RFC 5627), as some providers do
+#   TESTBED_SIP_MAX_EXPIRES=N   the longest registration kamailio grants (default 3600 s)
 #   TESTBED_USERS="alice bob carol"   password of each is "secret-<name>"
 #   TESTBED_PYTHON=...  python with slixmpp (default: .venv next to this file)
 set -uo pipefail
@@ -115,6 +116,7 @@ up() {
     local kopts=(-A "SIP_PORT=$sip" -A "SIP_TLS_PORT=$sip_tls" -A "CTL_SOCK=\"tcp:127.0.0.1:$kctl\"")
     [ "${TESTBED_SIP_TLS:-0}" = 1 ] && kopts+=(-A WITH_TLS)
     [ "${TESTBED_SIP_GRUU:-0}" = 1 ] && kopts+=(-A WITH_GRUU)
+    [ -n "${TESTBED_SIP_MAX_EXPIRES:-}" ] && kopts+=(-A "MAX_EXPIRES=$TESTBED_SIP_MAX_EXPIRES")
     t0=$(now_ms)
     start_bg kamailio "$dir/kamailio" kamailio -f ./kamailio.cfg -DD -E -m 64 -M 8 "${kopts[@]}"
     "$here/tools/wait_sip.sh" 127.0.0.1 "$sip" udp 20 || die "kamailio not ready (see $dir/logs/kamailio.out)"

@@ -206,3 +206,26 @@ fn a_lost_connection_is_reopened_with_backoff_not_a_spin() {
     }
     assert_eq!(daemon.log_text().matches("SIP transport lost").count(), 1, "{}", daemon.log_text());
 }
+
+#[test]
+fn the_registration_is_refreshed_before_it_expires() {
+    // Kamailio grants 12 s, so the refresh is due after about 80 % of that.
+    let testbed = Testbed::start_with(&["kamailio"], &[("TESTBED_SIP_MAX_EXPIRES", "12")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = account(dir.path(), &testbed, "udp", "secret-alice");
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start_with_env(&bus, &config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for_sip_state(&bus, "registered");
+    assert_eq!(registers_received(&testbed), 2, "REGISTER, then REGISTER with credentials");
+    let start = Instant::now();
+    while registers_received(&testbed) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(15), "no refresh within 15 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The refresh carried the cached credentials: accepted at once, still registered.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(registers_received(&testbed), 3);
+    assert_eq!(status(&bus)["SipState"], "registered");
+    assert!(kamcmd(&testbed, &["ul.dump"]).contains("AoR: alice"));
+}

@@ -1,6 +1,6 @@
 //! cusaxd calls sipp through Kamailio, with a lossy relay in front of Kamailio: a lost INVITE
 //! is recovered by our retransmission (Timer A), a lost 200 by the callee's and our ACK; a
-//! busy callee ends the call with its 486.
+//! busy callee ends the call with its 486. sipp calls cusaxd with a delayed offer.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -138,4 +138,28 @@ fn a_busy_callee_ends_the_call_with_486() {
     let ended = wait_for_call(&bus, "ended");
     assert_eq!(ended["StateReason"], "busy (486 Busy Here)");
     finish(uas, "the sipp UAS", dir.path());
+}
+
+#[test]
+fn a_caller_with_a_delayed_offer_gets_our_offer_and_answers_in_the_ack() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, alice) = alice(testbed.port("SIP_PORT"), dir.path());
+    let port = free_port_block(1);
+    let rtp = free_port_block(4);
+    let proxy = format!("127.0.0.1:{}", testbed.port("SIP_PORT"));
+    let args: Vec<String> = ["-s", "alice", "-key", "caller", "bob", "-au", "bob", "-ap", "secret-bob"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-mi".into(), "127.0.0.1".into(), "-mp".into(), rtp.to_string(), proxy])
+        .collect();
+    let uac =
+        sipp(dir.path(), &repo_root().join("tests/sipp/uac_late_offer.xml"), port, &args).spawn().unwrap();
+    wait_for_call(&bus, "incoming");
+    assert!(cusaxctl(&bus, &["answer"]).status.success());
+    let ended = wait_for_call(&bus, "ended");
+    assert_eq!(ended["StateReason"], "the other side hung up");
+    finish(uac, "the sipp UAC", dir.path());
+    let log = alice.log_text();
+    assert!(log.contains("answering with an offer") && log.contains("media agreed"), "{log}");
 }

@@ -383,7 +383,14 @@ impl SipActor {
         }
         let now = std::time::Instant::now();
         let local = local_audio(&entry.rtp, codecs)?;
-        let offer = entry.remote_offer.clone().unwrap_or_default();
+        let Some(offer) = entry.remote_offer.clone() else {
+            // A delayed offer (RFC 3261 13.2.1): our 200 offers, the ACK will answer.
+            let offer = sdp::offer(&mut entry.origin, &local);
+            info!(call = id, "answering with an offer");
+            let outputs = entry.call.answer(offer.into_bytes(), now);
+            self.apply_call(id, outputs).await;
+            return Ok(());
+        };
         let outputs = match sdp::answer(&mut entry.origin, &local, &offer) {
             Ok((answer, agreed)) => {
                 info!(call = id, codec = agreed.codec.name, "answering");
@@ -589,9 +596,10 @@ impl SipActor {
                 }
                 CallOutput::RemoteSdp(body) => {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
-                    match entry.direction {
-                        CallDirection::Incoming => entry.remote_offer = Some(body),
-                        CallDirection::Outgoing => match local_audio(&entry.rtp, self.codecs.clone())
+                    // An offer while the call still rings here; otherwise an answer to ours.
+                    match entry.call.state() {
+                        CallState::Incoming => entry.remote_offer = Some(body),
+                        _ => match local_audio(&entry.rtp, self.codecs.clone())
                             .map(|local| sdp::read_answer(&local, &body))
                         {
                             Ok(Ok(agreed)) => info!(call = id, codec = agreed.codec.name, "media agreed"),

@@ -515,7 +515,12 @@ impl Call {
                 if let Role::Callee { server, .. } = &mut self.role {
                     server.on_ack(now);
                 }
-                Vec::new()
+                // With a delayed offer (an INVITE without SDP), the answer comes in the ACK.
+                if request.body.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![CallOutput::RemoteSdp(request.body.clone())]
+                }
             }
             // A re-INVITE from the far end (hold, resume), or its retransmission.
             "INVITE" if matches!(self.state, CallState::Active | CallState::Held) => {
@@ -1300,5 +1305,18 @@ mod tests {
         assert!(incoming.matches(&bye(&local_tag)));
         assert!(!incoming.matches(&bye("other")), "a BYE for another dialog of the same Call-ID");
         assert!(incoming.matches(&incoming_invite()), "the INVITE's retransmission has no To tag yet");
+    }
+
+    #[test]
+    fn the_answer_to_a_delayed_offer_comes_in_the_ack() {
+        let t0 = Instant::now();
+        let mut invite = incoming_invite();
+        invite.body.clear();
+        let (mut call, out) = Call::incoming(settings(), Box::new(Counter(0)), &invite, t0).unwrap();
+        assert!(!out.iter().any(|o| matches!(o, CallOutput::RemoteSdp(_))), "no offer to read");
+        let ok = sent(&call.answer(b"v=0 our offer\r\n".to_vec(), t0)).remove(0);
+        let local_tag = NameAddr::parse(ok.header("To").unwrap()).unwrap().param("tag").unwrap().to_owned();
+        let ack = normalise(format!("ACK sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5102;branch=z9hG4bKack\r\nFrom: <sip:bob@127.0.0.1>;tag=b7\r\nTo: <sip:alice@127.0.0.1>;tag={local_tag}\r\nCall-ID: in-1\r\nCSeq: 20 ACK\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0 answer\r\n").as_bytes()).unwrap();
+        assert_eq!(call.on_message(&ack, t0), [CallOutput::RemoteSdp(b"v=0 answer\r\n".to_vec())]);
     }
 }
