@@ -567,13 +567,7 @@ impl Call {
                 Role::Caller { .. } => Vec::new(),
             },
             "CANCEL" => {
-                let mut out = vec![CallOutput::Transmit(response_to(
-                    request,
-                    200,
-                    "OK",
-                    &self.local_tag,
-                    &self.settings,
-                ))];
+                let mut out = vec![self.ok_to(request)];
                 if self.state == CallState::Incoming {
                     out.extend(self.respond(487, "Request Terminated", None, now));
                     out.extend(self.end("cancelled by the caller"));
@@ -581,13 +575,7 @@ impl Call {
                 out
             }
             "BYE" => {
-                let mut out = vec![CallOutput::Transmit(response_to(
-                    request,
-                    200,
-                    "OK",
-                    &self.local_tag,
-                    &self.settings,
-                ))];
+                let mut out = vec![self.ok_to(request)];
                 if self.state != CallState::Ended {
                     out.extend(self.end("the other side hung up"));
                 }
@@ -601,6 +589,11 @@ impl Call {
                 &self.settings,
             ))],
         }
+    }
+
+    /// `200 OK` to a request of the far end that needs nothing more (BYE, CANCEL).
+    fn ok_to(&self, request: &Normalised) -> CallOutput {
+        CallOutput::Transmit(response_to(request, 200, "OK", &self.local_tag, &self.settings))
     }
 
     fn end(&mut self, reason: &str) -> Vec<CallOutput> {
@@ -963,15 +956,7 @@ mod tests {
     use super::*;
     use crate::sip::normalise;
 
-    struct Counter(u8);
-    impl Entropy for Counter {
-        fn fill(&mut self, bytes: &mut [u8]) {
-            for b in bytes {
-                self.0 = self.0.wrapping_add(1);
-                *b = self.0;
-            }
-        }
-    }
+    use crate::sip::test_support::Counter;
 
     fn settings() -> CallSettings {
         CallSettings {

@@ -17,7 +17,7 @@ pub fn status_code(start_line: &str) -> Option<u16> {
 /// `;name=value;flag;name="quoted;value"` into (name, value) pairs, unquoted.
 pub fn params(text: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    for part in split_unquoted(text, ';') {
+    for part in split_outside(text, ';', false) {
         let part = part.trim();
         if part.is_empty() {
             continue;
@@ -53,9 +53,11 @@ fn unquote(value: &str) -> String {
     }
 }
 
-fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+/// Splits `text` at `separator` where it stands outside quoted strings and, with `nested`,
+/// outside `<...>` and `[...]` too (a URI or an IPv6 address may hold the separator).
+pub(crate) fn split_outside(text: &str, separator: char, nested: bool) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut quoted, mut escaped, mut start) = (false, false, 0);
+    let (mut quoted, mut escaped, mut depth, mut start) = (false, false, 0u32, 0);
     for (i, c) in text.char_indices() {
         if quoted {
             match (escaped, c) {
@@ -64,11 +66,17 @@ fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
                 (false, '"') => quoted = false,
                 _ => {}
             }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == separator {
-            parts.push(&text[start..i]);
-            start = i + 1;
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' | '[' if nested => depth += 1,
+            '>' | ']' if nested => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
         }
     }
     parts.push(&text[start..]);
@@ -89,7 +97,7 @@ impl NameAddr {
         // Skip a quoted display name, which may hold '<'.
         let mut search_from = 0;
         if value.starts_with('"') {
-            let close = split_unquoted(value, '<').first().map(|s| s.len())?;
+            let close = split_outside(value, '<', false).first().map(|s| s.len())?;
             search_from = close;
         }
         if let Some(open) = value[search_from..].find('<').map(|i| i + search_from) {
@@ -97,7 +105,7 @@ impl NameAddr {
             Some(Self { uri: value[open + 1..close].trim().to_owned(), params: params(&value[close + 1..]) })
         } else {
             // addr-spec: parameters after the first ';' belong to the header (RFC 3261 20).
-            let mut parts = split_unquoted(value, ';').into_iter();
+            let mut parts = split_outside(value, ';', false).into_iter();
             let uri = parts.next()?.trim().to_owned();
             let rest: Vec<&str> = parts.collect();
             Some(Self { uri, params: params(&rest.join(";")) })

@@ -8,6 +8,9 @@
 
 use std::fmt;
 
+use super::header::split_outside;
+use super::short;
+
 /// Why bytes are not a SIP message we can use. The text never quotes the message itself: it
 /// may carry credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,7 +202,7 @@ fn normalise_head(head: &str) -> Result<(String, Vec<(String, String)>), SipPars
         let name = full_name(name);
         let value = value.trim();
         if ONE_VALUE_PER_LINE.iter().any(|n| n.eq_ignore_ascii_case(&name)) && value != "*" {
-            for part in split_top_level(value) {
+            for part in split_outside(value, ',', true).into_iter().map(str::trim).filter(|p| !p.is_empty()) {
                 headers.push((name.clone(), part.to_owned()));
             }
         } else {
@@ -217,38 +220,6 @@ fn full_name(name: &str) -> String {
         return (*full).to_owned();
     }
     name.to_owned()
-}
-
-/// Splits at commas that are outside quotes, `<...>` and `[...]`.
-fn split_top_level(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut quoted, mut escaped, mut angle, mut bracket, mut start) = (false, false, 0u32, 0u32, 0);
-    for (i, c) in value.char_indices() {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => quoted = true,
-            '<' => angle += 1,
-            '>' => angle = angle.saturating_sub(1),
-            '[' => bracket += 1,
-            ']' => bracket = bracket.saturating_sub(1),
-            ',' if angle == 0 && bracket == 0 => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(value[start..].trim());
-    parts.retain(|p| !p.is_empty());
-    parts
 }
 
 /// What a stream transport (TCP, TLS) reads: whole messages, framed by Content-Length, and the
@@ -316,15 +287,6 @@ impl StreamFramer {
         let body = self.buffer[end..end + length].to_vec();
         self.buffer.drain(..end + length);
         Ok(Some(Frame::Message(Normalised { start_line, headers, body })))
-    }
-}
-
-/// rsip's error texts echo the whole input; keep messages short.
-fn short(text: &str) -> String {
-    const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 

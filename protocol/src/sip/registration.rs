@@ -424,16 +424,7 @@ mod tests {
     use super::*;
     use crate::sip::message::normalise;
 
-    /// Counts up: distinct, predictable "random" bytes.
-    struct Counter(u8);
-    impl Entropy for Counter {
-        fn fill(&mut self, bytes: &mut [u8]) {
-            for b in bytes {
-                self.0 = self.0.wrapping_add(1);
-                *b = self.0;
-            }
-        }
-    }
+    use crate::sip::test_support::Counter;
 
     fn config(reliability: Reliability) -> RegistrationConfig {
         RegistrationConfig {

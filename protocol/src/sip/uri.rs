@@ -8,6 +8,8 @@ use std::fmt;
 
 use rsip::common::uri::{Host, Scheme, Tokenizer};
 
+use super::short;
+
 /// Why a text is not an acceptable SIP URI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SipUriError {
@@ -110,15 +112,6 @@ impl SipUri {
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-/// rsip's error texts echo the whole input; keep messages to a readable length.
-fn short(text: &str) -> String {
-    const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
