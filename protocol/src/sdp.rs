@@ -136,8 +136,13 @@ pub fn answer(
     local: &LocalAudio,
     remote_offer: &[u8],
 ) -> Result<(String, Negotiated), SdpError> {
-    let (session, media) = audio(remote_offer)?;
-    let media = &media;
+    let session = Session::parse(remote_offer).map_err(|e| SdpError::Parse(e.to_string()))?;
+    // The first plain-RTP audio stream is ours to take.
+    let media = session
+        .medias
+        .iter()
+        .find(|m| m.media == "audio" && m.proto == "RTP/AVP")
+        .ok_or(SdpError::NoAudio)?;
     let offered = payload_types(media);
     let codec = local
         .codecs
@@ -159,7 +164,17 @@ pub fn answer(
     }
     origin.version += 1;
     let port = if media.port == 0 { 0 } else { local.port };
-    let text = write_sdp(origin, local.address, port, &codecs, direction);
+    // RFC 3264 section 6: one m-line per offered stream, in order; the ones we do not take
+    // (video, a second audio, SRTP profiles) are refused with port 0.
+    let mut text = session_lines(origin, local.address);
+    for offered_media in &session.medias {
+        if std::ptr::eq(offered_media, media) {
+            text.push_str(&audio_lines(port, &codecs, direction));
+        } else {
+            let format = offered_media.fmt.split_whitespace().next().unwrap_or("0");
+            let _ = write!(text, "m={} 0 {} {format}\r\n", offered_media.media, offered_media.proto);
+        }
+    }
     let negotiated = Negotiated {
         codec,
         dtmf_payload_type: dtmf.map(|d| d.payload_type),
@@ -203,14 +218,22 @@ fn write_sdp(
     codecs: &[Codec],
     direction: Direction,
 ) -> String {
+    let mut sdp = session_lines(origin, address);
+    sdp.push_str(&audio_lines(port, codecs, direction));
+    sdp
+}
+
+fn session_lines(origin: &SdpOrigin, address: IpAddr) -> String {
     let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=cusaxd {} {} IN {family} {address}\r\ns=-\r\nc=IN {family} {address}\r\nt=0 0\r\n",
+        origin.session_id, origin.version
+    )
+}
+
+fn audio_lines(port: u16, codecs: &[Codec], direction: Direction) -> String {
     let formats: Vec<String> = codecs.iter().map(|c| c.payload_type.to_string()).collect();
-    let mut sdp = format!(
-        "v=0\r\no=cusaxd {} {} IN {family} {address}\r\ns=-\r\nc=IN {family} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
-        origin.session_id,
-        origin.version,
-        formats.join(" ")
-    );
+    let mut sdp = format!("m=audio {port} RTP/AVP {}\r\n", formats.join(" "));
     for codec in codecs {
         let channels = codec.channels.map(|c| format!("/{c}")).unwrap_or_default();
         let _ =
@@ -390,5 +413,19 @@ mod tests {
             let _ = answer(&mut origin, &local(vec![PCMU]), &BARESIP_OFFER.as_bytes()[..cut]);
             let _ = read_answer(&local(vec![PCMU]), &BARESIP_OFFER.as_bytes()[cut..]);
         }
+    }
+
+    #[test]
+    fn streams_we_do_not_take_are_refused_in_place() {
+        let offer = BARESIP_OFFER.replace(
+            "m=audio 10002",
+            "m=video 10010 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=audio 10020 RTP/SAVP 0\r\nm=audio 10002",
+        );
+        let (sdp, agreed) =
+            answer(&mut SdpOrigin { session_id: 1, version: 0 }, &local(vec![PCMU]), offer.as_bytes())
+                .unwrap();
+        let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m_lines, ["m=video 0 RTP/AVP 96", "m=audio 0 RTP/SAVP 0", "m=audio 40000 RTP/AVP 0 101"]);
+        assert_eq!(agreed.remote, Some("127.0.0.1:10002".parse().unwrap()));
     }
 }
