@@ -293,3 +293,33 @@ fn options_through_the_proxy_are_answered_with_what_cusaxd_can_do() {
     let tag = to.split(";tag=").nth(1).unwrap_or_default();
     assert!(tag.len() >= 8 && tag.chars().all(|c| c.is_ascii_hexdigit()), "a real To tag: {to}");
 }
+
+#[test]
+fn a_second_incoming_call_is_offered_while_one_is_up() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let mut carol = Baresip::start(&testbed, "carol", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _alice) = alice(&testbed, dir.path(), "udp");
+    bob.command("dial", "sip:alice@127.0.0.1").unwrap();
+    wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "incoming");
+    assert!(cusaxctl(&bus, &["answer", "1"]).status.success());
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "active");
+
+    carol.command("dial", "sip:alice@127.0.0.1").unwrap();
+    let second = wait_for_call(&bus, "/org/cusax/Cusax1/call/2", "incoming");
+    assert_eq!(second["RemoteUri"], "sip:carol@127.0.0.1");
+    assert_eq!(calls(&bus).len(), 2);
+    // With two calls, a bare "answer" knows which one is meant: the only incoming one.
+    assert!(cusaxctl(&bus, &["answer"]).status.success());
+    carol.wait_event("CALL_ESTABLISHED").unwrap();
+    wait_for_call(&bus, "/org/cusax/Cusax1/call/2", "active");
+    let out = cusaxctl(&bus, &["hangup"]);
+    assert_eq!(out.status.code(), Some(1), "two calls are up: hangup must ask which");
+    assert!(stderr(&out).contains("several calls"), "{}", stderr(&out));
+    assert!(cusaxctl(&bus, &["hangup", "1"]).status.success());
+    assert!(cusaxctl(&bus, &["hangup", "2"]).status.success());
+    bob.wait_event("CALL_CLOSED").unwrap();
+    carol.wait_event("CALL_CLOSED").unwrap();
+}
