@@ -274,10 +274,41 @@ impl Cusaxd {
 
     /// [`Cusaxd::start`] with extra environment variables.
     pub fn start_with_env(bus: &PrivateBus, config: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Self> {
+        Self::launch(bus, config, env, None)
+    }
+
+    /// [`Cusaxd::start_with_env`] in a mount namespace of its own whose /etc/resolv.conf is
+    /// `resolv_conf` (a [`FakeDns`]'s); `unshare` and `sh` exec into cusaxd, so the pid is its.
+    pub fn start_with_dns(
+        bus: &PrivateBus,
+        config: &Path,
+        env: &[(&str, &Path)],
+        resolv_conf: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::launch(bus, config, env, Some(resolv_conf))
+    }
+
+    fn launch(
+        bus: &PrivateBus,
+        config: &Path,
+        env: &[(&str, &Path)],
+        resolv_conf: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("cusaxd.log");
-        let child = bus
-            .command(binary("cusaxd"))
+        let mut command = match resolv_conf {
+            None => bus.command(binary("cusaxd")),
+            Some(resolv_conf) => {
+                let mut command = bus.command("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+                    .arg(resolv_conf)
+                    .arg(binary("cusaxd"));
+                command
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
@@ -665,6 +696,72 @@ impl LossyRelay {
 }
 
 impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A DNS server for one test, on 127.0.0.77:53 (a resolv.conf cannot name a port), answering
+/// from a fixed table: NAPTR, SRV and A records; NXDOMAIN for any other name. Needs root, as
+/// do the mount namespaces that point a daemon's /etc/resolv.conf at it ([`Cusaxd::start_with_dns`]).
+pub struct FakeDns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub resolv_conf: PathBuf,
+    _dir: TempDir,
+}
+
+impl FakeDns {
+    pub const ADDRESS: &'static str = "127.0.0.77";
+
+    pub fn start(records: Vec<hickory_proto::rr::Record>) -> anyhow::Result<Self> {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        let socket =
+            UdpSocket::bind((Self::ADDRESS, 53)).context("bind 127.0.0.77:53 (the DNS tests run as root)")?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let dir = tempfile::tempdir()?;
+        let resolv_conf = dir.path().join("resolv.conf");
+        fs::write(&resolv_conf, format!("nameserver {}\noptions timeout:1 attempts:1\n", Self::ADDRESS))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((n, from)) = socket.recv_from(&mut buffer) else { continue };
+                let Ok(query) = Message::from_vec(&buffer[..n]) else { continue };
+                let mut reply =
+                    Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+                reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                reply.metadata.authoritative = true;
+                let mut known = false;
+                for question in &query.queries {
+                    reply.add_query(question.clone());
+                    for record in &records {
+                        if record.name == *question.name() {
+                            known = true;
+                            if record.record_type() == question.query_type() {
+                                reply.add_answer(record.clone());
+                            }
+                        }
+                    }
+                }
+                if !known {
+                    reply.metadata.response_code = ResponseCode::NXDomain;
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, from);
+                }
+            }
+        });
+        Ok(Self { stop, thread: Some(thread), resolv_conf, _dir: dir })
+    }
+}
+
+impl Drop for FakeDns {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {

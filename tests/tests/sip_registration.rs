@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cusax_tests::{Cusaxd, PATIENCE, PrivateBus, Testbed, cusaxctl, write_private};
+use cusax_tests::{Cusaxd, FakeDns, PATIENCE, PrivateBus, Testbed, cusaxctl, write_private};
 use serde_json::Value;
 
 fn status(bus: &PrivateBus) -> Value {
@@ -228,4 +228,57 @@ fn the_registration_is_refreshed_before_it_expires() {
     assert_eq!(registers_received(&testbed), 3);
     assert_eq!(status(&bus)["SipState"], "registered");
     assert!(kamcmd(&testbed, &["ul.dump"]).contains("AoR: alice"));
+}
+
+#[test]
+fn the_registrar_of_a_domain_is_found_through_naptr_and_srv() {
+    use hickory_proto::rr::rdata::{A, NAPTR, SRV};
+    use hickory_proto::rr::{Name, RData, Record};
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let name = |text: &str| Name::from_ascii(text).unwrap();
+    // RFC 3263: cusax.test prefers TCP (NAPTR), whose SRV names the proxy and the test bed's port.
+    let records = vec![
+        Record::from_rdata(
+            name("cusax.test."),
+            60,
+            RData::NAPTR(NAPTR::new(
+                10,
+                10,
+                b"s".to_vec().into(),
+                b"SIP+D2T".to_vec().into(),
+                Box::default(),
+                name("_sip._tcp.cusax.test."),
+            )),
+        ),
+        Record::from_rdata(
+            name("cusax.test."),
+            60,
+            RData::NAPTR(NAPTR::new(
+                20,
+                10,
+                b"s".to_vec().into(),
+                b"SIP+D2U".to_vec().into(),
+                Box::default(),
+                name("_sip._udp.cusax.test."),
+            )),
+        ),
+        Record::from_rdata(
+            name("_sip._tcp.cusax.test."),
+            60,
+            RData::SRV(SRV::new(0, 0, testbed.port("SIP_PORT"), name("proxy.cusax.test."))),
+        ),
+        Record::from_rdata(name("proxy.cusax.test."), 60, RData::A(A::new(127, 0, 0, 1))),
+    ];
+    let dns = FakeDns::start(records).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = dir.path().join("config.toml");
+    // No proxy, no registrar, no transport: everything comes from DNS.
+    write_private(&path, "[sip]\naor = \"sip:alice@cusax.test\"\npassword = \"secret-alice\"\n").unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon =
+        Cusaxd::start_with_dns(&bus, &path, &[("XDG_DATA_HOME", data.as_path())], &dns.resolv_conf).unwrap();
+    wait_for_sip_state(&bus, "registered");
+    let location = kamcmd(&testbed, &["ul.dump"]);
+    assert!(location.contains("AoR: alice") && location.contains("Socket: tcp:127.0.0.1:"), "{location}");
 }

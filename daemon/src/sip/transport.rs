@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cusax_protocol::sip::locate::{LocatedTransport, NaptrRecord, SrvRecord, order_srv, srv_names};
 use cusax_protocol::sip::transaction::Reliability;
 use cusax_protocol::sip::{Frame, Normalised, SipUri, StreamFramer, normalise};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -41,52 +44,17 @@ pub struct Opened {
 }
 
 impl Transport {
-    /// Finds the first hop and opens the transport to it.
+    /// Finds the first hop (RFC 3263) and opens the transport to the first candidate that
+    /// takes a connection.
     pub async fn open(account: &SipAccount, extra_ca: Option<&Path>) -> Result<Opened, String> {
-        let hop = account.proxy.as_ref().or(account.registrar.as_ref()).unwrap_or(&account.aor);
-        let kind = account.transport.or_else(|| uri_transport(hop)).unwrap_or(if hop.is_sips() {
-            SipTransport::Tls
-        } else {
-            SipTransport::Udp
-        });
-        let peer = resolve(hop).await?;
-        match kind {
-            SipTransport::Udp => {
-                let bind = account.listen.unwrap_or_else(|| unspecified(peer));
-                let socket =
-                    UdpSocket::bind(bind).await.map_err(|e| format!("cannot bind UDP {bind}: {e}"))?;
-                socket.connect(peer).await.map_err(|e| format!("cannot reach {peer}: {e}"))?;
-                let local = socket.local_addr().map_err(|e| e.to_string())?;
-                Ok(Opened {
-                    transport: Transport::Udp { socket },
-                    local,
-                    reliability: Reliability::Unreliable,
-                    name: "UDP",
-                })
-            }
-            SipTransport::Tcp | SipTransport::Tls => {
-                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
-                    .await
-                    .map_err(|_| format!("no TCP connection to {peer} within {CONNECT_TIMEOUT:?}"))?
-                    .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
-                let local = tcp.local_addr().map_err(|e| e.to_string())?;
-                let (stream, name): (Box<dyn SipStream>, _) = if kind == SipTransport::Tls {
-                    let host = hop.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-                    let name = ServerName::try_from(host.clone())
-                        .map_err(|_| format!("{host:?} is not a TLS server name"))?;
-                    let connector = TlsConnector::from(tls_config(extra_ca.map(Path::to_path_buf)).await?);
-                    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-                        .await
-                        .map_err(|_| format!("no TLS handshake with {peer} within {CONNECT_TIMEOUT:?}"))?
-                        .map_err(|e| format!("TLS with {host} ({peer}) failed: {e}"))?;
-                    (Box::new(tls), "TLS")
-                } else {
-                    (Box::new(tcp), "TCP")
-                };
-                let transport = Transport::Stream { stream, framer: StreamFramer::new() };
-                Ok(Opened { transport, local, reliability: Reliability::Reliable, name })
+        let mut failure = String::from("no address for the SIP server");
+        for candidate in locate(account).await? {
+            match open_one(account, extra_ca, &candidate).await {
+                Ok(opened) => return Ok(opened),
+                Err(e) => failure = e,
             }
         }
+        Err(failure)
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -188,18 +156,148 @@ fn unspecified(peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The first hop's address: an IP literal as it is, a name through the system resolver
-/// (A/AAAA; RFC 3263 NAPTR/SRV comes later). The default port is 5060 (5061 for sips).
-async fn resolve(uri: &SipUri) -> Result<SocketAddr, String> {
-    let port = uri.port().unwrap_or(if uri.is_sips() { 5061 } else { 5060 });
-    let host = uri.host();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+/// Where to send, over what, and the name to check the TLS certificate against.
+struct Candidate {
+    peer: SocketAddr,
+    kind: SipTransport,
+    /// The host of the URI, not of the SRV target (RFC 5922 section 4).
+    server_name: String,
+}
+
+async fn open_one(
+    account: &SipAccount,
+    extra_ca: Option<&Path>,
+    candidate: &Candidate,
+) -> Result<Opened, String> {
+    let peer = candidate.peer;
+    match candidate.kind {
+        SipTransport::Udp => {
+            let bind = account.listen.unwrap_or_else(|| unspecified(peer));
+            let socket = UdpSocket::bind(bind).await.map_err(|e| format!("cannot bind UDP {bind}: {e}"))?;
+            socket.connect(peer).await.map_err(|e| format!("cannot reach {peer}: {e}"))?;
+            let local = socket.local_addr().map_err(|e| e.to_string())?;
+            Ok(Opened {
+                transport: Transport::Udp { socket },
+                local,
+                reliability: Reliability::Unreliable,
+                name: "UDP",
+            })
+        }
+        SipTransport::Tcp | SipTransport::Tls => {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
+                .await
+                .map_err(|_| format!("no TCP connection to {peer} within {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
+            let local = tcp.local_addr().map_err(|e| e.to_string())?;
+            let (stream, name): (Box<dyn SipStream>, _) = if candidate.kind == SipTransport::Tls {
+                let host = candidate.server_name.clone();
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| format!("{host:?} is not a TLS server name"))?;
+                let connector = TlsConnector::from(tls_config(extra_ca.map(Path::to_path_buf)).await?);
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| format!("no TLS handshake with {peer} within {CONNECT_TIMEOUT:?}"))?
+                    .map_err(|e| format!("TLS with {host} ({peer}) failed: {e}"))?;
+                (Box::new(tls), "TLS")
+            } else {
+                (Box::new(tcp), "TCP")
+            };
+            let transport = Transport::Stream { stream, framer: StreamFramer::new() };
+            Ok(Opened { transport, local, reliability: Reliability::Reliable, name })
+        }
     }
-    tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| format!("cannot resolve {bare}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{bare} has no address"))
+}
+
+/// The candidates for the first hop (the outbound proxy, else the registrar, else the AoR's
+/// host), in order. An IP address or an explicit port is used as it is; a name goes through
+/// RFC 3263: NAPTR (unless the transport is fixed), SRV, then A/AAAA; with no SRV answer,
+/// A/AAAA of the name itself on the default port.
+async fn locate(account: &SipAccount) -> Result<Vec<Candidate>, String> {
+    let hop = account.proxy.as_ref().or(account.registrar.as_ref()).unwrap_or(&account.aor);
+    let fixed = account.transport.or_else(|| uri_transport(hop));
+    let host = hop.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let default_kind = fixed.unwrap_or(if hop.is_sips() { SipTransport::Tls } else { SipTransport::Udp });
+    let at = |peer, kind| Candidate { peer, kind, server_name: host.clone() };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        let port = hop.port().unwrap_or(located(default_kind).default_port());
+        return Ok(vec![at(SocketAddr::new(ip, port), default_kind)]);
+    }
+    let resolver = TokioResolver::builder_tokio()
+        .and_then(|builder| builder.build())
+        .map_err(|e| format!("no DNS resolver: {e}"))?;
+    if let Some(port) = hop.port() {
+        let peers = addresses(&resolver, &host, port).await?;
+        return Ok(peers.into_iter().map(|peer| at(peer, default_kind)).collect());
+    }
+    let allowed: Vec<LocatedTransport> = match fixed {
+        Some(kind) => vec![located(kind)],
+        None => vec![LocatedTransport::Udp, LocatedTransport::Tcp, LocatedTransport::Tls],
+    };
+    let naptr = if fixed.is_some() { Vec::new() } else { naptr_records(&resolver, &host).await };
+    let mut candidates = Vec::new();
+    for (transport, srv_name) in srv_names(&host, &naptr, &allowed, hop.is_sips()) {
+        let Ok(answer) = resolver.lookup(srv_name.as_str(), RecordType::SRV).await else { continue };
+        let records = answer
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::SRV(srv) => Some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: srv.target.to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for srv in order_srv(records) {
+            let peers = addresses(&resolver, &srv.target, srv.port).await.unwrap_or_default();
+            candidates.extend(peers.into_iter().map(|peer| at(peer, sip_transport(transport))));
+        }
+    }
+    if candidates.is_empty() {
+        let peers = addresses(&resolver, &host, located(default_kind).default_port()).await?;
+        candidates.extend(peers.into_iter().map(|peer| at(peer, default_kind)));
+    }
+    debug!(count = candidates.len(), "SIP server candidates");
+    Ok(candidates)
+}
+
+async fn addresses(resolver: &TokioResolver, name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let found = resolver.lookup_ip(name).await.map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+}
+
+async fn naptr_records(resolver: &TokioResolver, domain: &str) -> Vec<NaptrRecord> {
+    let Ok(answer) = resolver.lookup(domain, RecordType::NAPTR).await else { return Vec::new() };
+    answer
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::NAPTR(naptr) => Some(NaptrRecord {
+                order: naptr.order,
+                preference: naptr.preference,
+                flags: String::from_utf8_lossy(&naptr.flags).into_owned(),
+                service: String::from_utf8_lossy(&naptr.services).into_owned(),
+                replacement: naptr.replacement.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn located(kind: SipTransport) -> LocatedTransport {
+    match kind {
+        SipTransport::Udp => LocatedTransport::Udp,
+        SipTransport::Tcp => LocatedTransport::Tcp,
+        SipTransport::Tls => LocatedTransport::Tls,
+    }
+}
+
+fn sip_transport(kind: LocatedTransport) -> SipTransport {
+    match kind {
+        LocatedTransport::Udp => SipTransport::Udp,
+        LocatedTransport::Tcp => SipTransport::Tcp,
+        LocatedTransport::Tls => SipTransport::Tls,
+    }
 }

@@ -4,6 +4,7 @@
 pub mod call;
 pub mod digest;
 pub mod header;
+pub mod locate;
 pub mod message;
 pub mod registration;
 pub mod target;
