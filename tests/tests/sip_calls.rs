@@ -323,3 +323,20 @@ fn a_second_incoming_call_is_offered_while_one_is_up() {
     bob.wait_event("CALL_CLOSED").unwrap();
     carol.wait_event("CALL_CLOSED").unwrap();
 }
+
+#[test]
+fn an_invite_over_1300_bytes_goes_over_tcp() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, alice) = alice(&testbed, dir.path(), "udp");
+    // A long URI parameter makes the INVITE larger than UDP may carry without a known MTU.
+    let target = format!("sip:bob@127.0.0.1;note={}", "x".repeat(1000));
+    let out = cusaxctl(&bus, &["call", &target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    wait_for_call(&bus, "/org/cusax/Cusax1/call/1", "active");
+    assert!(alice.log_text().contains("a request over 1300 bytes goes over TCP"), "{}", alice.log_text());
+    assert!(cusaxctl(&bus, &["hangup"]).status.success());
+    bob.wait_event("CALL_CLOSED").unwrap();
+}

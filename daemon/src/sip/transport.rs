@@ -30,9 +30,21 @@ pub trait SipStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> SipStream for T {}
 
 pub enum Transport {
-    Udp { socket: UdpSocket },
-    Stream { stream: Box<dyn SipStream>, framer: StreamFramer },
+    /// UDP, and a TCP connection to the same server opened when a request is too large for
+    /// UDP (RFC 3261 18.1.1); responses to it come back over that connection.
+    Udp {
+        socket: UdpSocket,
+        peer: SocketAddr,
+        overflow: Option<(Box<dyn SipStream>, StreamFramer)>,
+    },
+    Stream {
+        stream: Box<dyn SipStream>,
+        framer: StreamFramer,
+    },
 }
+
+/// RFC 3261 18.1.1: a request larger than this, with the path MTU unknown, goes over TCP.
+const UDP_REQUEST_LIMIT: usize = 1300;
 
 /// An open transport and what our messages say about it.
 pub struct Opened {
@@ -59,7 +71,30 @@ impl Transport {
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Transport::Udp { socket } => socket.send(bytes).await.map(|_| ()),
+            Transport::Udp { socket, peer, overflow } => {
+                if bytes.len() <= UDP_REQUEST_LIMIT || bytes.starts_with(b"SIP/2.0 ") {
+                    return socket.send(bytes).await.map(|_| ());
+                }
+                if overflow.is_none() {
+                    let tcp =
+                        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(*peer)).await.map_err(
+                            |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"),
+                        )??;
+                    debug!(%peer, size = bytes.len(), "a request over 1300 bytes goes over TCP");
+                    *overflow = Some((Box::new(tcp), StreamFramer::new()));
+                }
+                let request = via_over_tcp(bytes);
+                let Some((stream, _)) = overflow.as_mut() else { return Ok(()) };
+                let sent = async {
+                    stream.write_all(&request).await?;
+                    stream.flush().await
+                }
+                .await;
+                if sent.is_err() {
+                    *overflow = None;
+                }
+                sent
+            }
             Transport::Stream { stream, .. } => {
                 stream.write_all(bytes).await?;
                 stream.flush().await
@@ -72,39 +107,80 @@ impl Transport {
     pub async fn receive(&mut self) -> std::io::Result<Vec<Normalised>> {
         let mut buffer = vec![0u8; 65536];
         match self {
-            Transport::Udp { socket } => {
-                let n = socket.recv(&mut buffer).await?;
-                match normalise(&buffer[..n]) {
-                    Ok(message) => Ok(vec![message]),
-                    Err(e) => {
-                        debug!(error = %e, "dropped an unreadable datagram");
+            Transport::Udp { socket, overflow, .. } => {
+                let from_overflow = match overflow {
+                    None => None,
+                    Some((stream, framer)) => tokio::select! {
+                        received = socket.recv(&mut buffer) => { let n = received?; return Ok(datagram(&buffer[..n])) }
+                        read = read_frames(stream.as_mut(), framer) => Some(read),
+                    },
+                };
+                match from_overflow {
+                    None => {
+                        let n = socket.recv(&mut buffer).await?;
+                        Ok(datagram(&buffer[..n]))
+                    }
+                    Some(Ok(messages)) => Ok(messages),
+                    Some(Err(e)) => {
+                        // Only the side connection for large requests is gone; UDP goes on.
+                        debug!(error = %e, "the TCP connection for large requests closed");
+                        *overflow = None;
                         Ok(Vec::new())
                     }
                 }
             }
-            Transport::Stream { stream, framer } => {
-                let n = stream.read(&mut buffer).await?;
-                if n == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-                }
-                framer.push(&buffer[..n]);
-                let mut messages = Vec::new();
-                loop {
-                    match framer.next_frame() {
-                        Ok(Some(Frame::Message(message))) => messages.push(message),
-                        Ok(Some(Frame::Ping)) => {
-                            stream.write_all(b"\r\n").await?;
-                            stream.flush().await?;
-                        }
-                        Ok(Some(Frame::Pong)) => {}
-                        Ok(None) => return Ok(messages),
-                        Err(e) => {
-                            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()));
-                        }
-                    }
-                }
-            }
+            Transport::Stream { stream, framer } => read_frames(stream.as_mut(), framer).await,
         }
+    }
+}
+
+fn datagram(bytes: &[u8]) -> Vec<Normalised> {
+    match normalise(bytes) {
+        Ok(message) => vec![message],
+        Err(e) => {
+            debug!(error = %e, "dropped an unreadable datagram");
+            Vec::new()
+        }
+    }
+}
+
+/// Reads from a stream until at least one frame is complete; answers keep-alive pings.
+async fn read_frames(
+    stream: &mut dyn SipStream,
+    framer: &mut StreamFramer,
+) -> std::io::Result<Vec<Normalised>> {
+    let mut buffer = vec![0u8; 65536];
+    let n = stream.read(&mut buffer).await?;
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    framer.push(&buffer[..n]);
+    let mut messages = Vec::new();
+    loop {
+        match framer.next_frame() {
+            Ok(Some(Frame::Message(message))) => messages.push(message),
+            Ok(Some(Frame::Ping)) => {
+                stream.write_all(b"\r\n").await?;
+                stream.flush().await?;
+            }
+            Ok(Some(Frame::Pong)) => {}
+            Ok(None) => return Ok(messages),
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        }
+    }
+}
+
+/// The request with its top Via saying TCP, as it must when it travels over TCP (RFC 3261
+/// 18.1.1).
+fn via_over_tcp(request: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    match text.find("\r\nVia: SIP/2.0/UDP ") {
+        Some(at) => {
+            let mut out = text.into_owned();
+            out.replace_range(at + "\r\nVia: SIP/2.0/".len()..at + "\r\nVia: SIP/2.0/UDP".len(), "TCP");
+            out.into_bytes()
+        }
+        None => request.to_vec(),
     }
 }
 
@@ -177,7 +253,7 @@ async fn open_one(
             socket.connect(peer).await.map_err(|e| format!("cannot reach {peer}: {e}"))?;
             let local = socket.local_addr().map_err(|e| e.to_string())?;
             Ok(Opened {
-                transport: Transport::Udp { socket },
+                transport: Transport::Udp { socket, peer, overflow: None },
                 local,
                 reliability: Reliability::Unreliable,
                 name: "UDP",
@@ -299,5 +375,21 @@ fn sip_transport(kind: LocatedTransport) -> SipTransport {
         LocatedTransport::Udp => SipTransport::Udp,
         LocatedTransport::Tcp => SipTransport::Tcp,
         LocatedTransport::Tls => SipTransport::Tls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_sent_over_tcp_says_so_in_its_top_via() {
+        let request = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nVia: SIP/2.0/UDP 10.0.0.1\r\n\r\n";
+        let over_tcp = String::from_utf8(via_over_tcp(request)).unwrap();
+        assert!(over_tcp.contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKx\r\n"), "{over_tcp}");
+        assert!(
+            over_tcp.contains("\r\nVia: SIP/2.0/UDP 10.0.0.1\r\n"),
+            "only the top Via changes: {over_tcp}"
+        );
     }
 }
