@@ -108,6 +108,8 @@ pub struct CallInfo {
     pub reason: String,
     pub direction: CallDirection,
     pub remote_uri: String,
+    /// The far end's display name, or "".
+    pub remote_name: String,
 }
 
 /// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties, and its calls.

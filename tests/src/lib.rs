@@ -476,6 +476,7 @@ impl Baresip {
             .env("BARESIP_OUTBOUND", format!("sip:127.0.0.1:{proxy_port}"))
             .env("BARESIP_TRANSPORT", transport)
             .env("BARESIP_CAFILE", testbed.ca_file())
+            .env("BARESIP_DISPLAY", format!("{user} (baresip)"))
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {

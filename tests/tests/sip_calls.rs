@@ -127,6 +127,7 @@ fn baresip_calls_and_cusaxctl_answers(transport: &str) {
     let call = wait_for_call(&bus, path, "incoming");
     assert_eq!(call["Direction"], "incoming");
     assert_eq!(call["RemoteUri"], "sip:bob@127.0.0.1");
+    assert_eq!(call["RemoteName"], "bob (baresip)");
 
     let out = cusaxctl(&bus, &["answer"]);
     assert!(out.status.success(), "{}", stderr(&out));

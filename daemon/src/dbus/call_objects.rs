@@ -123,9 +123,9 @@ impl CallObject {
         self.info(|c| c.remote_uri.clone(), String::new())
     }
 
-    /// The far end's display name, when known; "" otherwise.
+    /// The far end's display name, when it gave one; "" otherwise.
     #[zbus(property)]
     fn remote_name(&self) -> String {
-        String::new()
+        self.info(|c| c.remote_name.clone(), String::new())
     }
 }

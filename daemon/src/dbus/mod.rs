@@ -153,6 +153,9 @@ async fn publish_calls(
         if previous.is_some_and(|p| p.reason != info.reason) {
             object.state_reason_changed(emitter).await?;
         }
+        if previous.is_some_and(|p| p.remote_name != info.remote_name) {
+            object.remote_name_changed(emitter).await?;
+        }
     }
     for id in before.calls.keys().filter(|id| !now.calls.contains_key(id)) {
         server.remove::<CallObject, _>(call_path(*id)).await?;

@@ -451,6 +451,18 @@ impl SipActor {
     /// Hands a message to its call, its registration, or answers it here.
     async fn route(&mut self, message: Normalised, now: std::time::Instant) {
         let Some(session) = self.session.as_mut() else { return };
+        // A request without what every request must carry gets 400 when it can be answered
+        // (it has a Via), else it is dropped (RFC 3261 8.2).
+        if status_code(&message.start_line).is_none()
+            && let Some(missing) = cusax_protocol::sip::header::missing_essentials(&message)
+        {
+            if missing != "Via" && !message.start_line.starts_with("ACK ") {
+                let reason = format!("Bad Request (no valid {missing})");
+                let reply = response_to(&message, 400, &reason, &new_tag(), &session.settings);
+                let _ = session.transport.send(&reply).await;
+            }
+            return;
+        }
         if let Some((&id, entry)) = session.calls.iter_mut().find(|(_, e)| e.call.matches(&message)) {
             let outputs = entry.call.on_message(&message, now);
             self.apply_call(id, outputs).await;
@@ -541,6 +553,7 @@ impl SipActor {
                     reason: "the connection to the proxy was lost".into(),
                     direction: entry.direction,
                     remote_uri: entry.call.remote_uri().to_owned(),
+                    remote_name: entry.call.remote_name().to_owned(),
                 };
                 let _ = self.events.send(HubEvent::Call { id: *id, info });
             }
@@ -639,6 +652,7 @@ impl SipActor {
                         reason,
                         direction: entry.direction,
                         remote_uri: entry.call.remote_uri().to_owned(),
+                        remote_name: entry.call.remote_name().to_owned(),
                     };
                     let _ = self.events.send(HubEvent::Call { id, info });
                 }

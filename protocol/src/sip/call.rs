@@ -128,6 +128,8 @@ pub struct Call {
     call_id: String,
     local_tag: String,
     remote_uri: String,
+    /// The far end's display name (From of an incoming call, To of our answered one).
+    remote_name: String,
     local_cseq: u32,
     dialog: Option<Dialog>,
     role: Role,
@@ -179,6 +181,7 @@ impl Call {
             call_id,
             local_tag,
             remote_uri: target.to_owned(),
+            remote_name: String::new(),
             local_cseq: 1,
             dialog: None,
             role: Role::Caller { invite, invite_request: request, branch, sdp, challenged: false },
@@ -217,6 +220,7 @@ impl Call {
             entropy,
             call_id,
             local_tag,
+            remote_name: from.display,
             remote_uri: from.uri,
             local_cseq: 0,
             dialog: Some(Dialog {
@@ -273,6 +277,11 @@ impl Call {
     }
 
     /// The far end's URI (To of an outgoing call, From of an incoming one).
+    /// The far end's display name, or "" when it gave none.
+    pub fn remote_name(&self) -> &str {
+        &self.remote_name
+    }
+
     pub fn remote_uri(&self) -> &str {
         &self.remote_uri
     }
@@ -482,6 +491,10 @@ impl Call {
         else {
             return Vec::new();
         };
+        if let Some(to) = response.header("To").and_then(NameAddr::parse).filter(|to| !to.display.is_empty())
+        {
+            self.remote_name = to.display;
+        }
         let remote_target = response
             .header("Contact")
             .and_then(NameAddr::parse)
@@ -558,6 +571,17 @@ impl Call {
                 vec![CallOutput::Reoffer(request.body.clone())]
             }
             "INVITE" if self.state == CallState::Incoming => match &mut self.role {
+                // The same INVITE over another path (a fork that came back): a merged request,
+                // refused with 482 (RFC 3261 8.2.2.2); the same branch is a retransmission.
+                Role::Callee { invite, .. } if top_via_branch(invite) != top_via_branch(request) => {
+                    vec![CallOutput::Transmit(response_to(
+                        request,
+                        482,
+                        "Loop Detected",
+                        &self.local_tag,
+                        &self.settings,
+                    ))]
+                }
                 Role::Callee { server, .. } => server
                     .on_retransmission()
                     .into_iter()
@@ -1303,5 +1327,36 @@ mod tests {
         let local_tag = NameAddr::parse(ok.header("To").unwrap()).unwrap().param("tag").unwrap().to_owned();
         let ack = normalise(format!("ACK sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5102;branch=z9hG4bKack\r\nFrom: <sip:bob@127.0.0.1>;tag=b7\r\nTo: <sip:alice@127.0.0.1>;tag={local_tag}\r\nCall-ID: in-1\r\nCSeq: 20 ACK\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0 answer\r\n").as_bytes()).unwrap();
         assert_eq!(call.on_message(&ack, t0), [CallOutput::RemoteSdp(b"v=0 answer\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn a_merged_request_gets_482_and_a_retransmission_the_last_response() {
+        let t0 = Instant::now();
+        let (mut call, out) =
+            Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
+        let ringing = sent(&out).remove(0);
+        assert_eq!(sent(&call.on_message(&incoming_invite(), t0)), std::slice::from_ref(&ringing));
+        let mut forked = incoming_invite();
+        for (name, value) in forked.headers.iter_mut() {
+            if name == "Via" && value.contains("z9hG4bKproxy") {
+                *value = value.replace("z9hG4bKproxy", "z9hG4bKother-path");
+            }
+        }
+        let out = call.on_message(&forked, t0);
+        assert_eq!(sent(&out)[0].start_line, "SIP/2.0 482 Loop Detected");
+        assert_eq!(call.state(), CallState::Incoming, "the first request still rings");
+    }
+
+    #[test]
+    fn the_far_ends_display_name_is_kept() {
+        let t0 = Instant::now();
+        let mut invite = incoming_invite();
+        for (name, value) in invite.headers.iter_mut() {
+            if name == "From" {
+                *value = "\"Bob Builder\" <sip:bob@127.0.0.1>;tag=b7".into();
+            }
+        }
+        let (call, _) = Call::incoming(settings(), Box::new(Counter(0)), &invite, t0).unwrap();
+        assert_eq!(call.remote_name(), "Bob Builder");
     }
 }

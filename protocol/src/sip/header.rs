@@ -87,6 +87,8 @@ pub(crate) fn split_outside(text: &str, separator: char, nested: bool) -> Vec<&s
 /// parameters after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
+    /// The display name, unquoted; empty when there is none.
+    pub display: String,
     pub uri: String,
     pub params: Vec<(String, Option<String>)>,
 }
@@ -102,13 +104,17 @@ impl NameAddr {
         }
         if let Some(open) = value[search_from..].find('<').map(|i| i + search_from) {
             let close = value[open..].find('>')? + open;
-            Some(Self { uri: value[open + 1..close].trim().to_owned(), params: params(&value[close + 1..]) })
+            Some(Self {
+                display: unquote(value[..open].trim()),
+                uri: value[open + 1..close].trim().to_owned(),
+                params: params(&value[close + 1..]),
+            })
         } else {
             // addr-spec: parameters after the first ';' belong to the header (RFC 3261 20).
             let mut parts = split_outside(value, ';', false).into_iter();
             let uri = parts.next()?.trim().to_owned();
             let rest: Vec<&str> = parts.collect();
-            Some(Self { uri, params: params(&rest.join(";")) })
+            Some(Self { display: String::new(), uri, params: params(&rest.join(";")) })
         }
     }
 
@@ -129,6 +135,24 @@ pub fn cseq(message: &Normalised) -> Option<(u32, String)> {
     let mut parts = message.header("CSeq")?.split_whitespace();
     let number = parts.next()?.parse().ok()?;
     Some((number, parts.next()?.to_owned()))
+}
+
+/// What a request lacks that RFC 3261 section 8.1.1 makes mandatory (To, From, CSeq whose
+/// method is the request's, Call-ID, Via), named, or `None` when it is whole.
+pub fn missing_essentials(request: &Normalised) -> Option<&'static str> {
+    let method = request.start_line.split(' ').next().unwrap_or_default();
+    for name in ["Via", "From", "To", "Call-ID"] {
+        if request.header(name).is_none_or(|v| v.trim().is_empty()) {
+            return Some(name);
+        }
+    }
+    if request.header("From").and_then(NameAddr::parse).is_none() {
+        return Some("From");
+    }
+    match cseq(request) {
+        Some((_, m)) if m == method || (method == "ACK" && m == "ACK") => None,
+        _ => Some("CSeq"),
+    }
 }
 
 /// Every value of header `name`, in order.
@@ -155,14 +179,36 @@ mod tests {
         let value = r#""Bob <desk>" <sip:bob@192.0.2.10:5061;transport=tls>;expires=587;+sip.instance="<urn:uuid:f81d>";pub-gruu="sip:bob@example.com;gr=urn:uuid:f81d";reg-id=1;audio"#;
         let contact = NameAddr::parse(value).unwrap();
         assert_eq!(contact.uri, "sip:bob@192.0.2.10:5061;transport=tls");
+        assert_eq!(contact.display, "Bob <desk>");
         assert_eq!(contact.param("expires"), Some("587"));
         assert_eq!(contact.param("+sip.instance"), Some("<urn:uuid:f81d>"));
         assert_eq!(contact.param("pub-gruu"), Some("sip:bob@example.com;gr=urn:uuid:f81d"));
         assert_eq!(contact.param("audio"), Some(""));
         assert_eq!(contact.param("video"), None);
+        assert_eq!(NameAddr::parse("Carol <sip:carol@x>").unwrap().display, "Carol");
         let bare = NameAddr::parse("sip:bob@example.com;expires=30").unwrap();
         assert_eq!((bare.uri.as_str(), bare.param("expires")), ("sip:bob@example.com", Some("30")));
         assert_eq!(NameAddr::parse("<sip:unclosed"), None);
+    }
+
+    #[test]
+    fn requests_without_their_essential_headers() {
+        let whole = normalise(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(missing_essentials(&whole), None);
+        for (name, expected) in
+            [("Via", "Via"), ("From", "From"), ("To", "To"), ("Call-ID", "Call-ID"), ("CSeq", "CSeq")]
+        {
+            let mut broken = whole.clone();
+            broken.headers.retain(|(n, _)| n != name);
+            assert_eq!(missing_essentials(&broken), Some(expected));
+        }
+        let mut wrong_method = whole.clone();
+        for (n, v) in wrong_method.headers.iter_mut() {
+            if n == "CSeq" {
+                *v = "1 INVITE".into();
+            }
+        }
+        assert_eq!(missing_essentials(&wrong_method), Some("CSeq"));
     }
 
     #[test]

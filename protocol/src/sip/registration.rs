@@ -670,4 +670,16 @@ mod tests {
         assert_eq!(&urn[23..24], "4");
         assert!(matches!(&urn[28..29], "8" | "9" | "a" | "b"));
     }
+
+    #[test]
+    fn an_auth_user_other_than_the_aor_user_signs_the_request() {
+        let mut other = config(Reliability::Reliable);
+        other.auth_user = "1001-alice".into();
+        let mut r = Registration::new(other, Box::new(Counter(0)));
+        let t0 = Instant::now();
+        let first = sent(&r.start(t0));
+        assert_eq!(first.header("From").map(|f| f.starts_with("<sip:alice@127.0.0.1>")), Some(true));
+        let second = sent(&r.on_response(&answer(&first, "401 Unauthorized", CHALLENGE), t0));
+        assert!(second.header("Authorization").unwrap().contains("username=\"1001-alice\""));
+    }
 }

@@ -16,7 +16,8 @@
 #    needed); set BARESIP_PLAYER=alsa,default to play into ALSA/PulseAudio
 #  - control: ctrl_tcp JSON netstrings on 127.0.0.1:CTRL_PORT
 #    (see baresip_ctrl.py)
-# Env: BARESIP_OUTBOUND=sip:HOST:PORT sends every request through that proxy
+# Env: BARESIP_DISPLAY="Bob" gives the account a display name
+#      BARESIP_OUTBOUND=sip:HOST:PORT sends every request through that proxy
 #      (the test bed's kamailio when it is not on port 5060)
 #      BARESIP_TRANSPORT=tcp|tls to register/call over TCP or TLS (port 5061)
 #      instead of UDP; TLS needs BARESIP_CAFILE=the registrar's cert (PEM).
@@ -78,7 +79,7 @@ snd_path		.
 CFG
 if [ -n "${BARESIP_CAFILE:-}" ]; then printf 'sip_cafile\t\t%s\n' "$BARESIP_CAFILE" >>"$dir/config"; fi
 cat > "$dir/accounts" <<ACC
-<sip:$user@$registrar$uri_params>;auth_pass=$pass;${outbound}answermode=auto;regint=60;audio_codecs=PCMU,PCMA;mwi=no;pubint=0
+${BARESIP_DISPLAY:+\"$BARESIP_DISPLAY\" }<sip:$user@$registrar$uri_params>;auth_pass=$pass;${outbound}answermode=auto;regint=60;audio_codecs=PCMU,PCMA;mwi=no;pubint=0
 ACC
 : > "$dir/contacts"
 echo "wrote $dir"
