@@ -137,11 +137,15 @@ pub fn answer(
     remote_offer: &[u8],
 ) -> Result<(String, Negotiated), SdpError> {
     let session = Session::parse(remote_offer).map_err(|e| SdpError::Parse(e.to_string()))?;
-    // The first plain-RTP audio stream is ours to take.
+    // The first live unencrypted RTP audio stream is ours to take (AVPF answered as AVPF,
+    // its feedback unused); a declined one only when there is no live one.
+    let rtp = |m: &&Media| m.media == "audio" && (m.proto == "RTP/AVP" || m.proto == "RTP/AVPF");
     let media = session
         .medias
         .iter()
-        .find(|m| m.media == "audio" && m.proto == "RTP/AVP")
+        .filter(rtp)
+        .find(|m| m.port != 0)
+        .or_else(|| session.medias.iter().find(rtp))
         .ok_or(SdpError::NoAudio)?;
     let offered = payload_types(media);
     let codec = local
@@ -169,7 +173,7 @@ pub fn answer(
     let mut text = session_lines(origin, local.address);
     for offered_media in &session.medias {
         if std::ptr::eq(offered_media, media) {
-            text.push_str(&audio_lines(port, &codecs, direction));
+            text.push_str(&audio_lines(port, &media.proto, &codecs, direction));
         } else {
             let format = offered_media.fmt.split_whitespace().next().unwrap_or("0");
             let _ = write!(text, "m={} 0 {} {format}\r\n", offered_media.media, offered_media.proto);
@@ -219,7 +223,7 @@ fn write_sdp(
     direction: Direction,
 ) -> String {
     let mut sdp = session_lines(origin, address);
-    sdp.push_str(&audio_lines(port, codecs, direction));
+    sdp.push_str(&audio_lines(port, "RTP/AVP", codecs, direction));
     sdp
 }
 
@@ -231,9 +235,9 @@ fn session_lines(origin: &SdpOrigin, address: IpAddr) -> String {
     )
 }
 
-fn audio_lines(port: u16, codecs: &[Codec], direction: Direction) -> String {
+fn audio_lines(port: u16, proto: &str, codecs: &[Codec], direction: Direction) -> String {
     let formats: Vec<String> = codecs.iter().map(|c| c.payload_type.to_string()).collect();
-    let mut sdp = format!("m=audio {port} RTP/AVP {}\r\n", formats.join(" "));
+    let mut sdp = format!("m=audio {port} {proto} {}\r\n", formats.join(" "));
     for codec in codecs {
         let channels = codec.channels.map(|c| format!("/{c}")).unwrap_or_default();
         let _ =
@@ -426,6 +430,18 @@ mod tests {
                 .unwrap();
         let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(m_lines, ["m=video 0 RTP/AVP 96", "m=audio 0 RTP/SAVP 0", "m=audio 40000 RTP/AVP 0 101"]);
+        assert_eq!(agreed.remote, Some("127.0.0.1:10002".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_live_stream_is_taken_over_a_declined_one_and_avpf_is_answered_as_avpf() {
+        let offer =
+            BARESIP_OFFER.replace("m=audio 10002 RTP/AVP", "m=audio 0 RTP/AVP 0\r\nm=audio 10002 RTP/AVPF");
+        let (sdp, agreed) =
+            answer(&mut SdpOrigin { session_id: 1, version: 0 }, &local(vec![PCMU]), offer.as_bytes())
+                .unwrap();
+        let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m_lines, ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVPF 0 101"]);
         assert_eq!(agreed.remote, Some("127.0.0.1:10002".parse().unwrap()));
     }
 }

@@ -624,16 +624,31 @@ impl SipActor {
                 CallOutput::Reoffer(offer) => {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
                     let now = std::time::Instant::now();
-                    let answered =
-                        local_audio(&entry.rtp, self.codecs.clone()).map_err(|e| e.to_string()).and_then(
-                            |local| sdp::answer(&mut entry.origin, &local, &offer).map_err(|e| e.to_string()),
-                        );
-                    let more = match answered {
-                        Ok((answer, agreed)) => {
-                            // The far end holds us when it will not send; we never hold on our own here.
-                            let held = agreed.direction != Direction::SendRecv;
-                            entry.call.answer_reoffer(answer.into_bytes(), held, now)
+                    let held_here = entry.held_here;
+                    let local = local_audio(&entry.rtp, self.codecs.clone()).map(|mut local| {
+                        // A session refresh must not undo our own hold.
+                        if held_here {
+                            local.direction = Direction::SendOnly;
                         }
+                        local
+                    });
+                    let more = match local {
+                        // A re-INVITE without SDP (RFC 3261 14.2): our 200 offers, the ACK answers.
+                        Ok(local) if offer.is_empty() => {
+                            let ours = sdp::offer(&mut entry.origin, &local);
+                            entry.call.answer_reoffer(ours.into_bytes(), held_here, now)
+                        }
+                        Ok(local) => match sdp::answer(&mut entry.origin, &local, &offer) {
+                            Ok((answer, agreed)) => {
+                                // Held when either side will not send.
+                                let held = agreed.direction != Direction::SendRecv;
+                                entry.call.answer_reoffer(answer.into_bytes(), held, now)
+                            }
+                            Err(e) => {
+                                warn!(call = id, error = %e, "refusing a re-INVITE");
+                                entry.call.refuse_reoffer(now)
+                            }
+                        },
                         Err(e) => {
                             warn!(call = id, error = %e, "refusing a re-INVITE");
                             entry.call.refuse_reoffer(now)

@@ -36,6 +36,8 @@ pub enum Transport {
         socket: UdpSocket,
         peer: SocketAddr,
         overflow: Option<(Box<dyn SipStream>, StreamFramer)>,
+        /// Branches of requests sent over that TCP connection.
+        tcp_branches: std::collections::HashSet<String>,
     },
     Stream {
         stream: Box<dyn SipStream>,
@@ -63,6 +65,8 @@ impl Transport {
         for candidate in locate(account).await? {
             match open_one(account, extra_ca, &candidate).await {
                 Ok(opened) => return Ok(opened),
+                // A refused certificate is not a reason to try the same server in cleartext.
+                Err(e) if candidate.kind == SipTransport::Tls && e.starts_with("TLS with") => return Err(e),
                 Err(e) => failure = e,
             }
         }
@@ -71,29 +75,25 @@ impl Transport {
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Transport::Udp { socket, peer, overflow } => {
-                if bytes.len() <= UDP_REQUEST_LIMIT || bytes.starts_with(b"SIP/2.0 ") {
-                    return socket.send(bytes).await.map(|_| ());
+            Transport::Udp { socket, peer, overflow, tcp_branches } => {
+                let branch = top_branch(bytes);
+                // Large requests, and the CANCEL or ACK of one (same branch: RFC 3261 9.1,
+                // 17.1.1.3), go over TCP; if TCP cannot be had, over UDP after all (18.1.1).
+                let over_tcp = !bytes.starts_with(b"SIP/2.0 ")
+                    && (bytes.len() > UDP_REQUEST_LIMIT
+                        || branch.as_ref().is_some_and(|b| tcp_branches.contains(b)));
+                if over_tcp && let Err(e) = send_over_tcp(*peer, overflow, bytes).await {
+                    debug!(error = %e, "no TCP for a large request; sending it over UDP");
+                } else if over_tcp {
+                    if let Some(branch) = branch {
+                        if tcp_branches.len() >= 64 {
+                            tcp_branches.clear();
+                        }
+                        tcp_branches.insert(branch);
+                    }
+                    return Ok(());
                 }
-                if overflow.is_none() {
-                    let tcp =
-                        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(*peer)).await.map_err(
-                            |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"),
-                        )??;
-                    debug!(%peer, size = bytes.len(), "a request over 1300 bytes goes over TCP");
-                    *overflow = Some((Box::new(tcp), StreamFramer::new()));
-                }
-                let request = via_over_tcp(bytes);
-                let Some((stream, _)) = overflow.as_mut() else { return Ok(()) };
-                let sent = async {
-                    stream.write_all(&request).await?;
-                    stream.flush().await
-                }
-                .await;
-                if sent.is_err() {
-                    *overflow = None;
-                }
-                sent
+                socket.send(bytes).await.map(|_| ())
             }
             Transport::Stream { stream, .. } => {
                 stream.write_all(bytes).await?;
@@ -168,6 +168,39 @@ async fn read_frames(
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
         }
     }
+}
+
+async fn send_over_tcp(
+    peer: SocketAddr,
+    overflow: &mut Option<(Box<dyn SipStream>, StreamFramer)>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if overflow.is_none() {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+        debug!(%peer, size = bytes.len(), "a request over 1300 bytes goes over TCP");
+        *overflow = Some((Box::new(tcp), StreamFramer::new()));
+    }
+    let request = via_over_tcp(bytes);
+    let Some((stream, _)) = overflow.as_mut() else { return Ok(()) };
+    let sent = async {
+        stream.write_all(&request).await?;
+        stream.flush().await
+    }
+    .await;
+    if sent.is_err() {
+        *overflow = None;
+    }
+    sent
+}
+
+/// The branch of a message's top Via, read from our own serialised text.
+fn top_branch(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let via = text.split("\r\n").find(|line| line.starts_with("Via: "))?;
+    let branch = via.split(';').find_map(|p| p.trim().strip_prefix("branch="))?;
+    Some(branch.to_owned())
 }
 
 /// The request with its top Via saying TCP, as it must when it travels over TCP (RFC 3261
@@ -253,7 +286,7 @@ async fn open_one(
             socket.connect(peer).await.map_err(|e| format!("cannot reach {peer}: {e}"))?;
             let local = socket.local_addr().map_err(|e| e.to_string())?;
             Ok(Opened {
-                transport: Transport::Udp { socket, peer, overflow: None },
+                transport: Transport::Udp { socket, peer, overflow: None, tcp_branches: Default::default() },
                 local,
                 reliability: Reliability::Unreliable,
                 name: "UDP",

@@ -455,7 +455,9 @@ impl Call {
                 out.push(CallOutput::State { state: CallState::Ringing, reason: String::new() });
             }
             200..=299 => out.extend(self.on_invite_ok(response, now)),
-            401 | 407 if !was_challenged && self.settings.password.is_some() => {
+            401 | 407
+                if !was_challenged && self.settings.password.is_some() && self.state != CallState::Ended =>
+            {
                 let header = if status == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
                 match Challenge::choose(all(response, header)) {
                     Ok(challenge) => {
@@ -522,6 +524,18 @@ impl Call {
 
     fn on_request(&mut self, request: &Normalised, now: Instant) -> Vec<CallOutput> {
         let method = request.start_line.split(' ').next().unwrap_or_default().to_owned();
+        let from_tag =
+            request.header("From").and_then(NameAddr::parse).and_then(|f| f.param("tag").map(str::to_owned));
+        if from_tag.as_deref() == Some(self.local_tag.as_str()) && method != "ACK" {
+            // Our own request came back to us: a loop (RFC 3261 8.2.2.2).
+            return vec![CallOutput::Transmit(response_to(
+                request,
+                482,
+                "Loop Detected",
+                &self.local_tag,
+                &self.settings,
+            ))];
+        }
         match method.as_str() {
             "ACK" => {
                 self.ok = None;
@@ -544,6 +558,18 @@ impl Call {
                         .filter_map(transmit)
                         .map(CallOutput::Transmit)
                         .collect();
+                }
+                let has_to_tag =
+                    request.header("To").and_then(NameAddr::parse).is_some_and(|t| t.param("tag").is_some());
+                if !has_to_tag {
+                    // The initial INVITE again: a retransmission gets our 2xx, a merged copy 482.
+                    let same = matches!(&self.role, Role::Callee { invite, .. } if top_via_branch(invite) == top_via_branch(request));
+                    if !same {
+                        let looped =
+                            response_to(request, 482, "Loop Detected", &self.local_tag, &self.settings);
+                        return vec![CallOutput::Transmit(looped)];
+                    }
+                    return self.ok.iter().map(|ok| CallOutput::Transmit(ok.bytes.clone())).collect();
                 }
                 let number = cseq(request).map(|(n, _)| n).unwrap_or(0);
                 if self.remote_invite_cseq.is_some_and(|seen| number <= seen) {
@@ -710,6 +736,8 @@ impl Call {
         *invite_request = request;
         *current = branch;
         *challenged = true;
+        // A provisional response to the first INVITE does not let us CANCEL this one.
+        self.provisional_seen = false;
         outputs.into_iter().filter_map(invite_transmit).map(CallOutput::Transmit).collect()
     }
 
@@ -1358,5 +1386,48 @@ mod tests {
         }
         let (call, _) = Call::incoming(settings(), Box::new(Counter(0)), &invite, t0).unwrap();
         assert_eq!(call.remote_name(), "Bob Builder");
+    }
+
+    #[test]
+    fn our_own_invite_coming_back_is_a_loop() {
+        let t0 = Instant::now();
+        let (mut call, out) =
+            Call::dial(settings(), Box::new(Counter(0)), "sip:alice@127.0.0.1", Vec::new(), t0);
+        let invite = sent(&out).remove(0);
+        assert!(call.matches(&invite), "same Call-ID and our From tag");
+        let out = call.on_message(&invite, t0);
+        assert_eq!(sent(&out)[0].start_line, "SIP/2.0 482 Loop Detected");
+    }
+
+    #[test]
+    fn a_merged_copy_after_answering_gets_482_and_a_retransmission_our_200() {
+        let t0 = Instant::now();
+        let (mut call, _) = Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
+        let ok = sent(&call.answer(b"v=0\r\n".to_vec(), t0)).remove(0);
+        assert_eq!(sent(&call.on_message(&incoming_invite(), t0)), std::slice::from_ref(&ok));
+        let mut forked = incoming_invite();
+        for (name, value) in forked.headers.iter_mut() {
+            if name == "Via" && value.contains("z9hG4bKproxy") {
+                *value = value.replace("z9hG4bKproxy", "z9hG4bKother-path");
+            }
+        }
+        assert_eq!(sent(&call.on_message(&forked, t0))[0].start_line, "SIP/2.0 482 Loop Detected");
+    }
+
+    #[test]
+    fn a_cancel_waits_for_a_provisional_response_to_the_authenticated_invite() {
+        let t0 = Instant::now();
+        let (mut call, out) =
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+        let invite = sent(&out).remove(0);
+        call.on_message(&reply(&invite, "100 Trying", "", ""), t0);
+        let challenge = "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"abc\", qop=\"auth\"\r\n";
+        let out = call.on_message(&reply(&invite, "407 Proxy Authentication Required", challenge, ""), t0);
+        let second = sent(&out)[1].clone();
+        // The 100 came for the first INVITE; the second has had none yet.
+        assert!(sent(&call.hangup(t0)).is_empty());
+        let out = call.on_message(&reply(&second, "100 Trying", "", ""), t0);
+        assert_eq!(sent(&out)[0].start_line, "CANCEL sip:bob@127.0.0.1 SIP/2.0");
+        assert_eq!(sent(&out)[0].header("CSeq"), Some("2 CANCEL"));
     }
 }

@@ -55,9 +55,9 @@ pub struct SrvRecord {
 }
 
 /// The SRV names to look up, most preferred first: from the NAPTR records that name a
-/// transport in `allowed` (`S` flag, order then preference), else the transports' SRV names
-/// under `domain` (TLS, TCP, UDP: the order of RFC 3263 4.1 for a client that supports all
-/// three). A `sips:` URI (`secure`) takes only TLS.
+/// transport in `allowed` (`S` flag, order then preference), else the SRV names of RFC 3263
+/// 4.1 under `domain`: `_sips._tcp` for a `sips:` URI (`secure`), else `_sip._tcp` and
+/// `_sip._udp`. A `sips:` URI takes only TLS.
 pub fn srv_names(
     domain: &str,
     naptr: &[NaptrRecord],
@@ -79,8 +79,12 @@ pub fn srv_names(
     if !from_naptr.is_empty() {
         return from_naptr;
     }
-    [LocatedTransport::Tls, LocatedTransport::Tcp, LocatedTransport::Udp]
-        .into_iter()
+    // RFC 3263 4.1: "_sips" for a sips: URI, "_sip" (TCP, UDP) for a sip: URI.
+    let candidates: &[LocatedTransport] =
+        if secure { &[LocatedTransport::Tls] } else { &[LocatedTransport::Tcp, LocatedTransport::Udp] };
+    candidates
+        .iter()
+        .copied()
         .filter(usable)
         .map(|t| (t, format!("{}{}", t.srv_prefix(), domain.trim_end_matches('.'))))
         .collect()
@@ -142,11 +146,11 @@ mod tests {
     fn without_naptr_the_srv_names_of_each_transport() {
         assert_eq!(
             srv_names("example.com.", &[], &[Udp, Tcp, Tls], false),
-            [
-                (Tls, "_sips._tcp.example.com".into()),
-                (Tcp, "_sip._tcp.example.com".into()),
-                (Udp, "_sip._udp.example.com".into())
-            ]
+            [(Tcp, "_sip._tcp.example.com".into()), (Udp, "_sip._udp.example.com".into())]
+        );
+        assert_eq!(
+            srv_names("example.com", &[], &[Udp, Tcp, Tls], true),
+            [(Tls, "_sips._tcp.example.com".into())]
         );
         // NAPTR records for transports we may not use count as none.
         let only_udp = [naptr(1, 1, "SIP+D2U", "_sip._udp.example.com.")];
