@@ -45,7 +45,9 @@ die() { log "$*"; exit 1; }
 
 start_bg() {   # start_bg NAME WORKDIR CMD... : run CMD in WORKDIR, record PID
   local name=$1 wd=$2; shift 2
-  ( cd "$wd" && exec "$@" ) >"$dir/logs/$name.out" 2>&1 </dev/null &
+  # setsid: each service leads a process group of its own (same PID), so a service that
+  # forks workers (kamailio) can be killed whole if it does not stop on SIGTERM.
+  ( cd "$wd" && exec setsid "$@" ) >"$dir/logs/$name.out" 2>&1 </dev/null &
   echo $! >"$dir/pids/$name.pid"
 }
 
@@ -64,7 +66,9 @@ stop_pid() {   # stop_pid PID NAME : TERM, wait up to 5 s, then KILL
     alive "$pid" || { log "stopped $name ($pid) in $(( $(now_ms) - t0 )) ms"; return 0; }
     sleep 0.05
   done
-  kill -KILL "$pid" 2>/dev/null; log "killed $name ($pid) after 5 s"
+  # The whole group: a forking server's workers must not outlive it and keep its ports.
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  log "killed $name ($pid) and its process group after 5 s"
 }
 
 up() {
