@@ -681,11 +681,7 @@ impl SipActor {
                 RegistrationEvent::Transmit(bytes) => {
                     let Some(session) = self.session.as_mut() else { continue };
                     if let Err(e) = session.transport.send(&bytes).await {
-                        warn!(error = %e, "cannot send to the registrar");
-                        let more = session
-                            .registration
-                            .on_transport_error(&e.to_string(), std::time::Instant::now());
-                        Box::pin(self.apply_registration(more)).await;
+                        return self.connection_lost(format!("cannot send to the registrar: {e}"));
                     }
                 }
                 RegistrationEvent::State(state) => {

@@ -307,11 +307,6 @@ impl Call {
         }
     }
 
-    /// Rejects an incoming call as busy (486).
-    pub fn reject_busy(&mut self, now: Instant) -> Vec<CallOutput> {
-        self.reject(486, "Busy Here", "rejected as busy", now)
-    }
-
     /// Rejects an incoming call with a failure response; `why` becomes the end reason.
     pub fn reject(&mut self, status: u16, phrase: &str, why: &str, now: Instant) -> Vec<CallOutput> {
         if self.state != CallState::Incoming || !(300..700).contains(&status) {
@@ -1191,7 +1186,7 @@ mod tests {
     fn an_incoming_call_can_be_declined_rejected_busy_or_cancelled() {
         let t0 = Instant::now();
         let (mut call, _) = Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
-        let out = call.reject_busy(t0);
+        let out = call.reject(486, "Busy Here", "rejected as busy", t0);
         assert_eq!(sent(&out)[0].start_line, "SIP/2.0 486 Busy Here");
         let (mut call, _) = Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
         let out = call.hangup(t0);

@@ -217,16 +217,6 @@ impl Registration {
         events
     }
 
-    /// The transport under the pending REGISTER failed (connection refused or lost).
-    pub fn on_transport_error(&mut self, reason: &str, now: Instant) -> Vec<RegistrationEvent> {
-        if self.unregistering {
-            self.pending = None;
-            return self.set_state(RegistrationState::Unregistered);
-        }
-        self.pending = None;
-        self.fail_temporarily(format!("cannot reach the registrar: {reason}"), None, now)
-    }
-
     /// Whether a response belongs to our pending REGISTER.
     pub fn owns(&self, response: &Normalised) -> bool {
         let Some(pending) = &self.pending else { return false };

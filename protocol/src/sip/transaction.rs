@@ -121,12 +121,6 @@ impl NonInviteClient {
         out
     }
 
-    /// The transport failed (RFC 3261 section 17.1.4): the transaction ends at once.
-    pub fn on_transport_error(&mut self) {
-        self.state = NonInviteState::Terminated;
-        self.retransmit = None;
-    }
-
     pub fn next_timeout(&self) -> Option<Instant> {
         match self.state {
             NonInviteState::Trying | NonInviteState::Proceeding => {
@@ -135,11 +129,6 @@ impl NonInviteClient {
             NonInviteState::Completed => self.linger_until,
             NonInviteState::Terminated => None,
         }
-    }
-
-    /// A final response came or the transaction gave up: the user has its answer.
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, NonInviteState::Completed | NonInviteState::Terminated)
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -257,11 +246,6 @@ impl InviteClient {
             }
             _ => Vec::new(),
         }
-    }
-
-    pub fn on_transport_error(&mut self) {
-        self.state = InviteClientState::Terminated;
-        self.retransmit = None;
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
@@ -505,7 +489,7 @@ mod tests {
         let (mut t, _) = NonInviteClient::start(b"R".to_vec(), Reliability::Unreliable, start);
         let at = start + Duration::from_millis(700);
         assert_eq!(t.on_response(200, at), [ClientOutput::Response(200)]);
-        assert!(t.is_done() && !t.is_terminated());
+        assert!(!t.is_terminated(), "it lingers for retransmitted responses");
         // A retransmitted 200 is absorbed.
         assert_eq!(t.on_response(200, at + Duration::from_millis(10)), []);
         assert_eq!(t.next_timeout(), Some(at + T4));
@@ -514,14 +498,11 @@ mod tests {
     }
 
     #[test]
-    fn tcp_ends_at_the_final_response_and_on_transport_errors() {
+    fn tcp_ends_at_the_final_response() {
         let start = Instant::now();
         let (mut t, _) = NonInviteClient::start(b"R".to_vec(), Reliability::Reliable, start);
         assert_eq!(t.on_response(401, start), [ClientOutput::Response(401)]);
         assert!(t.is_terminated());
-        let (mut t, _) = NonInviteClient::start(b"R".to_vec(), Reliability::Reliable, start);
-        t.on_transport_error();
-        assert!(t.is_terminated() && t.next_timeout().is_none());
     }
 
     #[test]
