@@ -16,7 +16,7 @@ pub use cusax_protocol::sip::call::CallState;
 use tokio::time::Instant;
 
 use crate::config::{Codec, Config, ConfigError, ConfigSource};
-use crate::sip::{self, CallError, CallId, SipHandle};
+use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
 const ENDED_CALL_LINGER: Duration = Duration::from_secs(2);
@@ -147,30 +147,11 @@ impl DaemonStatus {
 #[derive(Debug)]
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
-    Reload {
-        reply: oneshot::Sender<Result<(), ConfigError>>,
-    },
-    PlaceCall {
-        target: String,
-        reply: oneshot::Sender<Result<CallId, CallError>>,
-    },
-    Answer {
-        call: CallId,
-        reply: oneshot::Sender<Result<(), CallError>>,
-    },
-    Hangup {
-        call: CallId,
-        reply: oneshot::Sender<Result<(), CallError>>,
-    },
-    Hold {
-        call: CallId,
-        hold: bool,
-        reply: oneshot::Sender<Result<(), CallError>>,
-    },
+    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
+    /// Passed on to the SIP actor, which answers the caller directly.
+    Call(CallCommand),
     /// Leave the networks cleanly (hang up, unregister), then stop.
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// What a protocol actor reports to the hub.
@@ -200,25 +181,25 @@ impl HubHandle {
     }
 
     pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
-        self.ask(|reply| HubCommand::PlaceCall { target, reply }).await?
+        self.ask(|reply| CallCommand::Place { target, reply }).await?
     }
 
     pub async fn answer(&self, call: CallId) -> Result<(), CallError> {
-        self.ask(|reply| HubCommand::Answer { call, reply }).await?
+        self.ask(|reply| CallCommand::Answer { call, reply }).await?
     }
 
     pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
-        self.ask(|reply| HubCommand::Hangup { call, reply }).await?
+        self.ask(|reply| CallCommand::Hangup { call, reply }).await?
     }
 
     pub async fn hold(&self, call: CallId, hold: bool) -> Result<(), CallError> {
-        self.ask(|reply| HubCommand::Hold { call, hold, reply }).await?
+        self.ask(|reply| CallCommand::Hold { call, hold, reply }).await?
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> HubCommand) -> Result<T, CallError> {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> CallCommand) -> Result<T, CallError> {
         let (reply, answer) = oneshot::channel();
         let gone = || CallError::Failed(HubGone.to_string());
-        self.commands.send(command(reply)).await.map_err(|_| gone())?;
+        self.commands.send(HubCommand::Call(command(reply))).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())
     }
 
@@ -291,18 +272,7 @@ impl Hub {
                         // The caller may have timed out and gone; the reload stands either way.
                         let _ = reply.send(result);
                     }
-                    Some(HubCommand::PlaceCall { target, reply }) => {
-                        let _ = reply.send(self.sip.place_call(target).await);
-                    }
-                    Some(HubCommand::Answer { call, reply }) => {
-                        let _ = reply.send(self.sip.answer(call).await);
-                    }
-                    Some(HubCommand::Hangup { call, reply }) => {
-                        let _ = reply.send(self.sip.hangup(call).await);
-                    }
-                    Some(HubCommand::Hold { call, hold, reply }) => {
-                        let _ = reply.send(self.sip.hold(call, hold).await);
-                    }
+                    Some(HubCommand::Call(command)) => self.sip.call(command).await,
                     Some(HubCommand::Shutdown { done }) => {
                         self.sip.shutdown().await;
                         let _ = done.send(());

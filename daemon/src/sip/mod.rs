@@ -79,16 +79,11 @@ pub enum CallError {
     Failed(String),
 }
 
+/// A request about calls. The hub passes it on unchanged (the correlation issue will have it
+/// decide things first); the SIP actor answers on the enclosed reply channel.
 #[derive(Debug)]
-pub enum SipCommand {
-    /// Use this account, codec preference and private CA from now on (`None`: no SIP
-    /// account).
-    Configure {
-        account: Option<Box<SipAccount>>,
-        codecs: Vec<Codec>,
-        extra_ca: Option<PathBuf>,
-    },
-    PlaceCall {
+pub enum CallCommand {
+    Place {
         target: String,
         reply: oneshot::Sender<Result<CallId, CallError>>,
     },
@@ -106,6 +101,18 @@ pub enum SipCommand {
         hold: bool,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
+}
+
+#[derive(Debug)]
+pub enum SipCommand {
+    /// Use this account, codec preference and private CA from now on (`None`: no SIP
+    /// account).
+    Configure {
+        account: Option<Box<SipAccount>>,
+        codecs: Vec<Codec>,
+        extra_ca: Option<PathBuf>,
+    },
+    Call(CallCommand),
     /// Hang up, unregister (bounded in time) and stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -128,20 +135,10 @@ impl SipHandle {
         let _ = self.commands.send(command).await;
     }
 
-    pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
-        self.ask(|reply| SipCommand::PlaceCall { target, reply }).await?
-    }
-
-    pub async fn answer(&self, call: CallId) -> Result<(), CallError> {
-        self.ask(|reply| SipCommand::Answer { call, reply }).await?
-    }
-
-    pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
-        self.ask(|reply| SipCommand::Hangup { call, reply }).await?
-    }
-
-    pub async fn hold(&self, call: CallId, hold: bool) -> Result<(), CallError> {
-        self.ask(|reply| SipCommand::Hold { call, hold, reply }).await?
+    /// Hands a call command to the actor. If the actor is gone, the reply channel is dropped
+    /// and the caller learns it from there.
+    pub async fn call(&self, command: CallCommand) {
+        let _ = self.commands.send(SipCommand::Call(command)).await;
     }
 
     pub async fn shutdown(&self) {
@@ -149,13 +146,6 @@ impl SipHandle {
         if self.commands.send(SipCommand::Shutdown { done }).await.is_ok() {
             let _ = finished.await;
         }
-    }
-
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> SipCommand) -> Result<T, CallError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || CallError::Failed("the SIP stack is shutting down".into());
-        self.commands.send(command(reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
     }
 }
 
@@ -246,19 +236,19 @@ impl SipActor {
                 self.extra_ca = extra_ca;
                 self.configure(account.map(|a| *a)).await;
             }
-            SipCommand::PlaceCall { target, reply } => {
+            SipCommand::Call(CallCommand::Place { target, reply }) => {
                 let result = self.place_call(&target).await;
                 let _ = reply.send(result);
             }
-            SipCommand::Answer { call, reply } => {
+            SipCommand::Call(CallCommand::Answer { call, reply }) => {
                 let result = self.answer(call).await;
                 let _ = reply.send(result);
             }
-            SipCommand::Hangup { call, reply } => {
+            SipCommand::Call(CallCommand::Hangup { call, reply }) => {
                 let result = self.hangup(call).await;
                 let _ = reply.send(result);
             }
-            SipCommand::Hold { call, hold, reply } => {
+            SipCommand::Call(CallCommand::Hold { call, hold, reply }) => {
                 let result = self.hold(call, hold).await;
                 let _ = reply.send(result);
             }
