@@ -6,9 +6,12 @@
 //!   registration as sans-I/O state machines (dialogs come next).
 //! - [`sdp`]: offer/answer for the audio stream of a call.
 //! - [`xmpp`]: XMPP addresses (and the CUSAX elements carried in stanzas).
+//! - [`media`]: the audio path's pure pieces: G.711, DTMF telephone-events, RTCP reception
+//!   statistics and the adaptive playout buffer.
 //!
 //! The daemon (`cusaxd`) drives these pieces from its actors; see ARCHITECTURE.md.
 
+pub mod media;
 pub mod sdp;
 pub mod sip;
 pub mod xmpp;
