@@ -49,6 +49,8 @@ pub const TELEPHONE_EVENT: Codec = Codec {
     payload_type: 101,
     fmtp: Some("0-15"),
 };
+/// RFC 4733 section 2.3.1: events use the audio's clock, so Opus calls get their own.
+pub const TELEPHONE_EVENT_48K: Codec = Codec { clock_rate: 48000, payload_type: 102, ..TELEPHONE_EVENT };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -115,16 +117,25 @@ pub struct Negotiated {
     pub codec: Codec,
     /// The `telephone-event` payload type, when both sides have it.
     pub dtmf_payload_type: Option<u8>,
+    /// The clock of those events: the codec's when the peer offered that rate, else 8000.
+    pub dtmf_clock_rate: u32,
     /// Where to send RTP; `None` when the peer declined the stream (port 0).
     pub remote: Option<SocketAddr>,
     /// Our direction.
     pub direction: Direction,
+    /// RTP and RTCP share the RTP port (RFC 5761), as both sides said `a=rtcp-mux`.
+    pub rtcp_mux: bool,
+    /// Where the peer wants RTCP when it is not RTP port + 1 (`a=rtcp`, RFC 3605).
+    pub remote_rtcp: Option<SocketAddr>,
 }
 
 /// An offer with our codecs (and telephone-event).
 pub fn offer(origin: &mut SdpOrigin, local: &LocalAudio) -> String {
     origin.version += 1;
     let mut codecs = local.codecs.clone();
+    if codecs.iter().any(|c| c.clock_rate == TELEPHONE_EVENT_48K.clock_rate) {
+        codecs.push(TELEPHONE_EVENT_48K);
+    }
     codecs.push(TELEPHONE_EVENT);
     write_sdp(origin, local.address, local.port, &codecs, local.direction)
 }
@@ -158,8 +169,8 @@ pub fn answer(
                 .map(|theirs| Codec { payload_type: theirs.payload_type, ..*ours })
         })
         .ok_or(SdpError::NoCommonCodec)?;
-    let dtmf =
-        offered.iter().find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000);
+    let dtmf = telephone_event(&offered, &codec);
+    let rtcp_mux = media.has_attribute("rtcp-mux");
     let their_direction = direction_of(&session, media);
     let direction = local.direction.answering(their_direction);
     let mut codecs = vec![codec];
@@ -173,7 +184,7 @@ pub fn answer(
     let mut text = session_lines(origin, local.address);
     for offered_media in &session.medias {
         if std::ptr::eq(offered_media, media) {
-            text.push_str(&audio_lines(port, &media.proto, &codecs, direction));
+            text.push_str(&audio_lines(port, &media.proto, &codecs, direction, rtcp_mux));
         } else {
             let format = offered_media.fmt.split_whitespace().next().unwrap_or("0");
             let _ = write!(text, "m={} 0 {} {format}\r\n", offered_media.media, offered_media.proto);
@@ -182,8 +193,11 @@ pub fn answer(
     let negotiated = Negotiated {
         codec,
         dtmf_payload_type: dtmf.map(|d| d.payload_type),
+        dtmf_clock_rate: dtmf.map_or(TELEPHONE_EVENT.clock_rate, |d| d.clock_rate),
         remote: remote_address(&session, media)?,
         direction,
+        rtcp_mux,
+        remote_rtcp: rtcp_attribute(&session, media),
     };
     Ok((text, negotiated))
 }
@@ -204,14 +218,16 @@ pub fn read_answer(local: &LocalAudio, remote_answer: &[u8]) -> Result<Negotiate
                 .map(|ours| Codec { payload_type: theirs.payload_type, ..*ours })
         })
         .ok_or(SdpError::NoCommonCodec)?;
-    let dtmf =
-        answered.iter().find(|c| c.name.eq_ignore_ascii_case("telephone-event")).map(|c| c.payload_type);
+    let dtmf = telephone_event(&answered, &codec);
     let their_direction = direction_of(&session, media);
     Ok(Negotiated {
         codec,
-        dtmf_payload_type: dtmf,
+        dtmf_payload_type: dtmf.map(|d| d.payload_type),
+        dtmf_clock_rate: dtmf.map_or(TELEPHONE_EVENT.clock_rate, |d| d.clock_rate),
         remote: remote_address(&session, media)?,
         direction: local.direction.answering(their_direction),
+        rtcp_mux: media.has_attribute("rtcp-mux"),
+        remote_rtcp: rtcp_attribute(&session, media),
     })
 }
 
@@ -223,7 +239,8 @@ fn write_sdp(
     direction: Direction,
 ) -> String {
     let mut sdp = session_lines(origin, address);
-    sdp.push_str(&audio_lines(port, "RTP/AVP", codecs, direction));
+    // RFC 5761 section 5.1.1: offered, and still ready for RTCP on port + 1 if refused.
+    sdp.push_str(&audio_lines(port, "RTP/AVP", codecs, direction, true));
     sdp
 }
 
@@ -235,7 +252,7 @@ fn session_lines(origin: &SdpOrigin, address: IpAddr) -> String {
     )
 }
 
-fn audio_lines(port: u16, proto: &str, codecs: &[Codec], direction: Direction) -> String {
+fn audio_lines(port: u16, proto: &str, codecs: &[Codec], direction: Direction, rtcp_mux: bool) -> String {
     let formats: Vec<String> = codecs.iter().map(|c| c.payload_type.to_string()).collect();
     let mut sdp = format!("m=audio {port} {proto} {}\r\n", formats.join(" "));
     for codec in codecs {
@@ -247,6 +264,9 @@ fn audio_lines(port: u16, proto: &str, codecs: &[Codec], direction: Direction) -
         }
     }
     let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", direction.as_str());
+    if rtcp_mux {
+        sdp.push_str("a=rtcp-mux\r\n");
+    }
     sdp
 }
 
@@ -275,7 +295,7 @@ fn payload_types(media: &Media) -> Vec<Codec> {
         .filter_map(|pt| pt.parse::<u8>().ok())
         .filter_map(|pt| {
             if let Some((_, name, rate)) = rtpmaps.iter().find(|(p, _, _)| *p == pt) {
-                let known = [PCMU, PCMA, OPUS, TELEPHONE_EVENT]
+                let known = [PCMU, PCMA, OPUS, TELEPHONE_EVENT, TELEPHONE_EVENT_48K]
                     .into_iter()
                     .find(|c| c.name.eq_ignore_ascii_case(name) && c.clock_rate == *rate)?;
                 return Some(Codec { payload_type: pt, ..known });
@@ -283,6 +303,28 @@ fn payload_types(media: &Media) -> Vec<Codec> {
             [PCMU, PCMA].into_iter().find(|c| c.payload_type == pt)
         })
         .collect()
+}
+
+/// The peer's telephone-event at the codec's clock, else at 8000 (which many phones use
+/// whatever the codec).
+fn telephone_event(codecs: &[Codec], codec: &Codec) -> Option<Codec> {
+    let events = || codecs.iter().filter(|c| c.name.eq_ignore_ascii_case(TELEPHONE_EVENT.name));
+    events()
+        .find(|c| c.clock_rate == codec.clock_rate)
+        .or_else(|| events().find(|c| c.clock_rate == TELEPHONE_EVENT.clock_rate))
+        .copied()
+}
+
+/// `a=rtcp:PORT [IN IP4 ADDRESS]` (RFC 3605).
+fn rtcp_attribute(session: &Session, media: &Media) -> Option<SocketAddr> {
+    let value = media.get_first_attribute_value("rtcp").flatten()?;
+    let mut words = value.split_whitespace();
+    let port: u16 = words.next()?.parse().ok()?;
+    let ip = match words.nth(2) {
+        Some(address) => address.parse().ok()?,
+        None => remote_address(session, media).ok().flatten()?.ip(),
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 fn same_codec(a: &Codec, b: &Codec) -> bool {
@@ -340,12 +382,18 @@ mod tests {
         let mut origin = SdpOrigin { session_id: 42, version: 0 };
         let sdp = offer(&mut origin, &local(vec![OPUS, PCMU, PCMA]));
         assert!(sdp.contains("o=cusaxd 42 1 IN IP4 127.0.0.1\r\n"), "{sdp}");
-        assert!(sdp.contains("m=audio 40000 RTP/AVP 96 0 8 101\r\n"), "{sdp}");
+        // telephone-event at Opus's clock and at 8000 (RFC 4733 section 2.3.1), rtcp-mux offered.
+        assert!(sdp.contains("m=audio 40000 RTP/AVP 96 0 8 102 101\r\n"), "{sdp}");
         assert!(sdp.contains("a=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\n"), "{sdp}");
-        assert!(sdp.contains("a=fmtp:101 0-15\r\n") && sdp.ends_with("a=sendrecv\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:102 telephone-event/48000\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=fmtp:101 0-15\r\n") && sdp.ends_with("a=sendrecv\r\na=rtcp-mux\r\n"),
+            "{sdp}"
+        );
+        assert!(!offer(&mut origin, &local(vec![PCMU])).contains("telephone-event/48000"));
         // It parses back, and a later offer has a higher version.
         assert_eq!(read_answer(&local(vec![PCMU]), sdp.as_bytes()).unwrap().codec.name, "PCMU");
-        assert!(offer(&mut origin, &local(vec![PCMU])).contains("o=cusaxd 42 2 "));
+        assert!(offer(&mut origin, &local(vec![PCMU])).contains("o=cusaxd 42 3 "));
     }
 
     #[test]
@@ -443,5 +491,37 @@ mod tests {
         let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(m_lines, ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVPF 0 101"]);
         assert_eq!(agreed.remote, Some("127.0.0.1:10002".parse().unwrap()));
+    }
+
+    #[test]
+    fn rtcp_mux_and_the_rtcp_port_follow_what_the_peer_says() {
+        let mut origin = SdpOrigin { session_id: 1, version: 0 };
+        let (sdp, agreed) = answer(&mut origin, &local(vec![PCMU]), BARESIP_OFFER.as_bytes()).unwrap();
+        assert!(!agreed.rtcp_mux && !sdp.contains("rtcp-mux"), "{sdp}");
+        assert_eq!(agreed.remote_rtcp, None);
+        let muxed = BARESIP_OFFER.replace("a=label:1\r\n", "a=rtcp-mux\r\na=rtcp:10002\r\n");
+        let (sdp, agreed) = answer(&mut origin, &local(vec![PCMU]), muxed.as_bytes()).unwrap();
+        assert!(agreed.rtcp_mux && sdp.contains("a=rtcp-mux\r\n"), "{sdp}");
+        assert_eq!(agreed.remote_rtcp, Some("127.0.0.1:10002".parse().unwrap()));
+        let elsewhere = BARESIP_OFFER.replace("a=label:1\r\n", "a=rtcp:20001 IN IP4 127.0.0.2\r\n");
+        let (_, agreed) = answer(&mut origin, &local(vec![PCMU]), elsewhere.as_bytes()).unwrap();
+        assert_eq!(agreed.remote_rtcp, Some("127.0.0.2:20001".parse().unwrap()));
+        let broken = BARESIP_OFFER.replace("a=label:1\r\n", "a=rtcp:nonsense\r\n");
+        assert_eq!(answer(&mut origin, &local(vec![PCMU]), broken.as_bytes()).unwrap().1.remote_rtcp, None);
+    }
+
+    #[test]
+    fn dtmf_takes_the_codecs_clock_and_falls_back_to_8000() {
+        let mut origin = SdpOrigin { session_id: 1, version: 0 };
+        let ours = offer(&mut origin, &local(vec![OPUS, PCMU]));
+        let (_, agreed) = answer(&mut origin, &local(vec![OPUS]), ours.as_bytes()).unwrap();
+        assert_eq!((agreed.dtmf_payload_type, agreed.dtmf_clock_rate), (Some(102), 48000));
+        // baresip offers Opus with telephone-event/8000 only.
+        let baresip = BARESIP_OFFER
+            .replace("RTP/AVP 0 8 101", "RTP/AVP 96 101")
+            .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:96 opus/48000/2\r\n");
+        let (_, agreed) = answer(&mut origin, &local(vec![OPUS]), baresip.as_bytes()).unwrap();
+        assert_eq!(agreed.codec.name, "opus");
+        assert_eq!((agreed.dtmf_payload_type, agreed.dtmf_clock_rate), (Some(101), 8000));
     }
 }
