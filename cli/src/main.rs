@@ -74,7 +74,21 @@ enum Command {
         /// A call number (call/N) or object path.
         call: Option<String>,
     },
-    /// List the calls.
+    /// Send DTMF digits (0-9, *, #, A-D) in a call (the only active one when CALL is left out).
+    Dtmf {
+        digits: String,
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+    },
+    /// Mute the microphone in a call (the only live one when CALL is left out).
+    Mute {
+        /// A call number (call/N) or object path.
+        call: Option<String>,
+        /// Unmute instead.
+        #[arg(long)]
+        off: bool,
+    },
+    /// List the calls, with their media figures.
     Calls {
         /// One JSON object per call.
         #[arg(long)]
@@ -122,6 +136,30 @@ fn main() -> ExitCode {
             Command::Hold { call } => call_method(&conn, timeout, call.as_deref(), "Hold", &["active"]).await,
             Command::Resume { call } => {
                 call_method(&conn, timeout, call.as_deref(), "Resume", &["held"]).await
+            }
+            Command::Dtmf { digits, call } => {
+                let path = find_call(&conn, timeout, call.as_deref(), "send DTMF in", &["active"]).await?;
+                let body = digits.as_str();
+                bounded(
+                    timeout,
+                    conn.call_method(Some(BUS_NAME), path.as_str(), Some(CALL_IFACE), "SendDtmf", &body),
+                )
+                .await
+                .map(drop)
+            }
+            Command::Mute { call, off } => {
+                let live = ["dialing", "ringing", "incoming", "active", "held"];
+                let path = find_call(&conn, timeout, call.as_deref(), "mute", &live).await?;
+                let value = zbus::Variant::from(!off);
+                let body = (CALL_IFACE, "Muted", value);
+                let set = conn.call_method(
+                    Some(BUS_NAME),
+                    path.as_str(),
+                    Some("org.freedesktop.DBus.Properties"),
+                    "Set",
+                    &body,
+                );
+                bounded(timeout, set).await.map(drop)
             }
             Command::Calls { json } => list_calls(&conn, timeout, json).await,
             Command::Completions { .. } => Ok(()),
@@ -335,7 +373,21 @@ async fn call_method(
     method: &str,
     states: &[&str],
 ) -> anyhow::Result<()> {
-    let path = match call {
+    let path = find_call(conn, timeout, call, &method.to_lowercase(), states).await?;
+    bounded(timeout, conn.call_method(Some(BUS_NAME), path.as_str(), Some(CALL_IFACE), method, &())).await?;
+    Ok(())
+}
+
+/// The path of the call named by `call` (`N`, `call/N` or a path), or of the only call whose
+/// state is one of `states` when `call` is left out; `verb` says what for, in errors.
+async fn find_call(
+    conn: &Connection,
+    timeout: Duration,
+    call: Option<&str>,
+    verb: &str,
+    states: &[&str],
+) -> anyhow::Result<String> {
+    Ok(match call {
         Some(name) => {
             let number = name.rsplit('/').next().unwrap_or(name);
             number
@@ -352,13 +404,11 @@ async fn call_method(
                 .collect();
             match candidates.as_slice() {
                 [one] => one.clone(),
-                [] => return Err(anyhow!("no call to {} ({})", method.to_lowercase(), states.join(", "))),
+                [] => return Err(anyhow!("no call to {verb} ({})", states.join(", "))),
                 _ => return Err(anyhow!("several calls: name one ({})", candidates.join(", "))),
             }
         }
-    };
-    bounded(timeout, conn.call_method(Some(BUS_NAME), path.as_str(), Some(CALL_IFACE), method, &())).await?;
-    Ok(())
+    })
 }
 
 fn print_line(text: &str) -> anyhow::Result<()> {

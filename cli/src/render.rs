@@ -90,7 +90,48 @@ pub fn call_line(path: &str, properties: &HashMap<String, OwnedValue>) -> String
     let name = path.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/");
     let reason = text("StateReason");
     let reason = if reason.is_empty() { String::new() } else { format!("  ({reason})") };
-    format!("{name:<8} {:<9} {:<9} {}{reason}\n", text("State"), text("Direction"), text("RemoteUri"))
+    let mut line =
+        format!("{name:<8} {:<9} {:<9} {}{reason}\n", text("State"), text("Direction"), text("RemoteUri"));
+    let media = media_line(properties);
+    if !media.is_empty() {
+        line.push_str(&format!("         {media}\n"));
+    }
+    line
+}
+
+/// The media part of a call: state, mute, and the figures of `MediaStats`.
+fn media_line(properties: &HashMap<String, OwnedValue>) -> String {
+    let json = |name: &str| properties.get(name).map(|v| to_json(v)).unwrap_or(Json::Null);
+    let state = match json("MediaState") {
+        Json::String(s) if s != "none" => s,
+        _ => return String::new(),
+    };
+    let mut parts = vec![format!("media {state}")];
+    if let Json::String(reason) = json("MediaStateReason")
+        && !reason.is_empty()
+    {
+        parts.push(format!("({reason})"));
+    }
+    if json("Muted") == Json::Bool(true) {
+        parts.push("muted".into());
+    }
+    if let Json::Object(stats) = json("MediaStats") {
+        let figure = |key: &str| stats.get(key).map(|v| v.to_string().trim_matches('"').to_owned());
+        for (key, label) in [
+            ("codec", "codec"),
+            ("packets-sent", "sent"),
+            ("packets-received", "received"),
+            ("packets-lost", "lost"),
+            ("jitter-ms", "jitter ms"),
+            ("jitter-buffer-ms", "buffer ms"),
+            ("rtt-ms", "rtt ms"),
+        ] {
+            if let Some(value) = figure(key) {
+                parts.push(format!("{label} {value}"));
+            }
+        }
+    }
+    parts.join(", ")
 }
 
 pub fn property_events(

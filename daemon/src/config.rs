@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,6 +131,8 @@ pub struct MediaSettings {
     pub codecs: Vec<Codec>,
     pub input: AudioEndpoint,
     pub output: AudioEndpoint,
+    /// Where calls' RTP/RTCP port pairs come from.
+    pub rtp_ports: RangeInclusive<u16>,
 }
 
 impl Default for MediaSettings {
@@ -139,6 +141,7 @@ impl Default for MediaSettings {
             codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             input: AudioEndpoint::Default,
             output: AudioEndpoint::Default,
+            rtp_ports: 16384..=32767,
         }
     }
 }
@@ -465,6 +468,7 @@ struct RawMedia {
     codecs: Option<Spanned<Vec<Codec>>>,
     input: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
+    rtp_ports: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -557,6 +561,16 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
     };
     let input = raw.media.input.map(|v| audio_endpoint(v, base, "media.input")).transpose()?;
     let output = raw.media.output.map(|v| audio_endpoint(v, base, "media.output")).transpose()?;
+    let rtp_ports = match raw.media.rtp_ports {
+        None => defaults.rtp_ports.clone(),
+        Some(text) => parse_port_range(text.get_ref()).ok_or_else(|| {
+            let problem = Problem::BadValue(format!(
+                "{:?} is not a port range like \"16384-32767\" above 1023 with room for a port pair",
+                text.get_ref()
+            ));
+            (text.span(), "media.rtp_ports".to_owned(), problem)
+        })?,
+    };
     let thread_idle = match raw.correlation.thread_idle {
         None => CorrelationSettings::default().thread_idle,
         Some(text) => parse_duration(text.get_ref()).ok_or_else(|| {
@@ -575,6 +589,7 @@ fn validate(raw: RawConfig, base: &Path, mode: u32) -> Result<Config, Invalid> {
             codecs,
             input: input.unwrap_or(defaults.input),
             output: output.unwrap_or(defaults.output),
+            rtp_ports,
         },
         correlation: CorrelationSettings { share_with: raw.correlation.share_with, thread_idle },
         presence: PresenceSettings { on_the_phone: raw.presence.on_the_phone },
@@ -710,6 +725,14 @@ fn parse_server(text: &str) -> Option<ServerAddress> {
 }
 
 /// `"90s"`, `"30m"`, `"2h"`: a whole number and one unit.
+/// "LOW-HIGH": unprivileged, and holding at least one even port and the odd one after it.
+fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-')?;
+    let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+    let first_even = low.checked_add(low % 2)?;
+    (low >= 1024 && first_even < high).then_some(low..=high)
+}
+
 fn parse_duration(text: &str) -> Option<Duration> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let value: u64 = number.parse().ok()?;

@@ -1,11 +1,13 @@
 //! The hub: the one owner of the daemon's correlated state.
 //!
 //! The D-Bus side sends it [`HubCommand`]s through a [`HubHandle`]; the protocol actors (SIP
-//! now, XMPP and media later) report to it with [`HubEvent`]s and take its commands. It
-//! publishes what it knows as a [`DaemonStatus`] on a `watch` channel: readers always see a
-//! consistent snapshot, and a reader that falls behind skips to the newest one.
+//! and each call's media now, XMPP later) report to it with [`HubEvent`]s and take its
+//! commands. It publishes what it knows as a [`DaemonStatus`] on a `watch` channel: readers
+//! always see a consistent snapshot, and a reader that falls behind skips to the newest one.
+//! Things that happen rather than hold (a DTMF digit arrived) go out as [`HubSignal`]s on a
+//! broadcast channel.
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ pub use cusax_protocol::sip::call::CallState;
 use tokio::time::Instant;
 
 use crate::config::{Codec, Config, ConfigError, ConfigSource};
+use crate::media::CallMedia;
 use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
@@ -110,6 +113,8 @@ pub struct CallInfo {
     pub remote_uri: String,
     /// The far end's display name, or "".
     pub remote_name: String,
+    /// What the call's media reports (the SIP actor leaves it default; the hub keeps it).
+    pub media: CallMedia,
 }
 
 /// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties, and its calls.
@@ -159,6 +164,14 @@ pub enum HubCommand {
 pub enum HubEvent {
     Sip { state: SipState, reason: String },
     Call { id: CallId, info: CallInfo },
+    Media { id: CallId, media: CallMedia },
+    Dtmf { id: CallId, digit: char },
+}
+
+/// Something that happened, for whoever listens (the D-Bus signals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubSignal {
+    DtmfReceived { call: CallId, digits: String },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -171,6 +184,7 @@ pub struct HubGone;
 pub struct HubHandle {
     commands: mpsc::Sender<HubCommand>,
     status: watch::Receiver<DaemonStatus>,
+    signals: broadcast::Sender<HubSignal>,
 }
 
 impl HubHandle {
@@ -196,6 +210,14 @@ impl HubHandle {
         self.ask(|reply| CallCommand::Hold { call, hold, reply }).await?
     }
 
+    pub async fn mute(&self, call: CallId, muted: bool) -> Result<(), CallError> {
+        self.ask(|reply| CallCommand::Mute { call, muted, reply }).await?
+    }
+
+    pub async fn send_dtmf(&self, call: CallId, digits: String) -> Result<(), CallError> {
+        self.ask(|reply| CallCommand::SendDtmf { call, digits, reply }).await?
+    }
+
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> CallCommand) -> Result<T, CallError> {
         let (reply, answer) = oneshot::channel();
         let gone = || CallError::Failed(HubGone.to_string());
@@ -215,6 +237,11 @@ impl HubHandle {
     pub fn status(&self) -> watch::Receiver<DaemonStatus> {
         self.status.clone()
     }
+
+    /// A receiver of the signals from now on.
+    pub fn signals(&self) -> broadcast::Receiver<HubSignal> {
+        self.signals.subscribe()
+    }
 }
 
 /// Starts the hub task, and the protocol actors under it, with a config that was already
@@ -224,16 +251,19 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandl
     let (commands_tx, commands) = mpsc::channel(32);
     let (events_tx, events) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
+    // Signals are few and small; a listener this far behind has stopped listening.
+    let (signals, _) = broadcast::channel(64);
     let sip = sip::spawn(events_tx, instance);
-    let hub = Hub { source, config, status: status_tx, sip, ended: Vec::new() };
+    let hub = Hub { source, config, status: status_tx, signals: signals.clone(), sip, ended: Vec::new() };
     tokio::spawn(hub.run(commands, events));
-    HubHandle { commands: commands_tx, status }
+    HubHandle { commands: commands_tx, status, signals }
 }
 
 struct Hub {
     source: ConfigSource,
     config: Config,
     status: watch::Sender<DaemonStatus>,
+    signals: broadcast::Sender<HubSignal>,
     sip: SipHandle,
     /// Ended calls, and when to drop them from the status.
     ended: Vec<(CallId, Instant)>,
@@ -259,9 +289,8 @@ impl Hub {
         mut commands: mpsc::Receiver<HubCommand>,
         mut events: mpsc::UnboundedReceiver<HubEvent>,
     ) {
-        self.sip
-            .configure(self.config.sip.clone(), sdp_codecs(&self.config), self.config.tls.extra_ca.clone())
-            .await;
+        self.sip.media(sdp_codecs(&self.config), self.config.media.clone()).await;
+        self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
         loop {
             let linger = self.ended.iter().map(|(_, at)| *at).min();
             tokio::select! {
@@ -306,15 +335,31 @@ impl Hub {
                     changed
                 });
             }
-            HubEvent::Call { id, info } => {
+            HubEvent::Call { id, mut info } => {
                 if info.state == CallState::Ended {
                     self.ended.push((id, Instant::now() + ENDED_CALL_LINGER));
                 }
                 self.status.send_if_modified(|status| {
+                    if let Some(known) = status.calls.get(&id) {
+                        info.media = known.media.clone();
+                    }
                     let changed = status.calls.get(&id) != Some(&info);
                     status.calls.insert(id, info);
                     changed
                 });
+            }
+            HubEvent::Media { id, media } => {
+                self.status.send_if_modified(|status| match status.calls.get_mut(&id) {
+                    Some(call) if call.media != media => {
+                        call.media = media;
+                        true
+                    }
+                    _ => false,
+                });
+            }
+            HubEvent::Dtmf { id, digit } => {
+                // Nobody listening is fine: a digit is not state to keep.
+                let _ = self.signals.send(HubSignal::DtmfReceived { call: id, digits: digit.to_string() });
             }
         }
     }
@@ -338,9 +383,8 @@ impl Hub {
         }
         info!(path = %self.source.path.display(), "config reloaded");
         let fresh = DaemonStatus::from_config(&config);
-        let sip_changed = config.sip != self.config.sip;
-        let config_codecs_changed =
-            config.media.codecs != self.config.media.codecs || config.tls != self.config.tls;
+        let sip_changed = config.sip != self.config.sip || config.tls != self.config.tls;
+        let media_changed = config.media != self.config.media;
         self.status.send_if_modified(|status| {
             let before = status.clone();
             // An account whose settings did not change keeps its live state; a changed one
@@ -358,14 +402,11 @@ impl Hub {
             *status != before
         });
         self.config = config;
-        if sip_changed || config_codecs_changed {
-            self.sip
-                .configure(
-                    self.config.sip.clone(),
-                    sdp_codecs(&self.config),
-                    self.config.tls.extra_ca.clone(),
-                )
-                .await;
+        if media_changed {
+            self.sip.media(sdp_codecs(&self.config), self.config.media.clone()).await;
+        }
+        if sip_changed {
+            self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
         }
         Ok(())
     }

@@ -7,8 +7,10 @@
 //!   [`hub::DaemonStatus`].
 //! - [`dbus`] serves the D-Bus API: it turns method calls into hub commands, and hub status
 //!   changes into `PropertiesChanged` signals.
-//! - [`sip`] owns the SIP transport and drives the registration from `cusax-protocol`; it
-//!   reports to the hub and takes its commands.
+//! - [`sip`] owns the SIP transport and drives the registration and the calls from
+//!   `cusax-protocol`; it reports to the hub and takes its commands.
+//! - [`media`] runs one task per call with media: RTP/RTCP, codecs, jitter buffer, DTMF, and
+//!   the sound device or file; the SIP actor starts and stops it, it reports to the hub.
 //!
 //! [`config`] reads and validates the config file; [`logging`] sets up tracing. `main.rs`
 //! wires them together. The protocol logic itself lives in the `cusax-protocol` crate, which
@@ -18,6 +20,7 @@ pub mod config;
 pub mod dbus;
 pub mod hub;
 pub mod logging;
+pub mod media;
 pub mod sip;
 pub mod store;
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use tokio::sync::watch;
-use zbus::object_server::ObjectServer;
-use zbus::{OwnedObjectPath, OwnedVariant, interface};
+use zbus::object_server::{ObjectServer, SignalEmitter};
+use zbus::{OwnedObjectPath, OwnedVariant, Variant, interface};
 
 use super::{CusaxError, ROOT_PATH};
 use crate::hub::{CallInfo, CallState, DaemonStatus, HubHandle};
@@ -96,6 +96,78 @@ impl CallObject {
     /// Takes the call off hold.
     async fn resume(&self) -> Result<(), CusaxError> {
         Ok(self.hub.hold(self.id, false).await?)
+    }
+
+    /// Sends digits (0-9, *, #, A-D; at most 64 queued) as RFC 4733 telephone-events, one
+    /// after another. Fails with InvalidArgument for other characters, Failed when the call
+    /// has no media or the peer did not agree to telephone-event.
+    async fn send_dtmf(&self, digits: &str) -> Result<(), CusaxError> {
+        if digits.is_empty() || digits.chars().count() > 64 {
+            return Err(CusaxError::InvalidArgument("give 1 to 64 digits".into()));
+        }
+        if let Some(bad) =
+            digits.chars().find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d'))
+        {
+            return Err(CusaxError::InvalidArgument(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)")));
+        }
+        Ok(self.hub.send_dtmf(self.id, digits.to_owned()).await?)
+    }
+
+    /// Digits the far end sent (RFC 4733), as they arrive.
+    #[zbus(signal)]
+    pub async fn dtmf_received(emitter: &SignalEmitter<'_>, digits: &str) -> zbus::Result<()>;
+
+    /// Whether we send silence instead of the microphone. Writable.
+    #[zbus(property)]
+    fn muted(&self) -> bool {
+        self.info(|c| c.media.muted, false)
+    }
+
+    #[zbus(property)]
+    async fn set_muted(&mut self, muted: bool) -> Result<(), zbus::fdo::Error> {
+        self.hub.mute(self.id, muted).await.map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    /// none (no media yet), active, or failed (a sound device or file could not be used; the
+    /// call stays up).
+    #[zbus(property)]
+    fn media_state(&self) -> String {
+        self.info(|c| c.media.state.as_str().to_owned(), String::new())
+    }
+
+    /// Why the media failed, for people; "" otherwise.
+    #[zbus(property)]
+    fn media_state_reason(&self) -> String {
+        self.info(|c| c.media.reason.clone(), String::new())
+    }
+
+    /// codec (s), packets-sent, packets-received, packets-lost (t), jitter-ms,
+    /// jitter-buffer-ms (u), and rtt-ms (u) once RTCP has measured it. Updated at most once
+    /// a second.
+    #[zbus(property)]
+    fn media_stats(&self) -> HashMap<String, OwnedVariant> {
+        self.info(
+            |c| {
+                let stats = &c.media.stats;
+                let mut map = HashMap::new();
+                let mut put = |key: &str, value: Variant<'_>| {
+                    if let Ok(value) = value.try_to_owned() {
+                        map.insert(key.to_owned(), value);
+                    }
+                };
+                put("codec", Variant::from(stats.codec.clone()));
+                put("packets-sent", Variant::from(stats.packets_sent));
+                put("packets-received", Variant::from(stats.packets_received));
+                put("packets-lost", Variant::from(stats.packets_lost));
+                put("jitter-ms", Variant::from(stats.jitter_ms));
+                put("jitter-buffer-ms", Variant::from(stats.buffer_ms));
+                if let Some(rtt) = stats.rtt_ms {
+                    put("rtt-ms", Variant::from(rtt));
+                }
+                map
+            },
+            HashMap::new(),
+        )
     }
 
     /// dialing, ringing, incoming, active, held or ended.

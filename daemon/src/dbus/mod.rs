@@ -9,7 +9,7 @@ mod daemon_object;
 mod error;
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 use zbus::fdo::{DBusProxy, ObjectManager};
 use zbus::names::BusName;
@@ -19,7 +19,7 @@ use call_objects::{CallObject, CallsObject, call_path, export_call};
 pub use daemon_object::DaemonObject;
 pub use error::CusaxError;
 
-use crate::hub::{DaemonStatus, HubHandle};
+use crate::hub::{DaemonStatus, HubHandle, HubSignal};
 
 /// The well-known name the daemon owns on the session bus.
 pub const BUS_NAME: &str = "org.cusax.Cusax1";
@@ -44,6 +44,7 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
     // The baseline is taken before anyone can call us, so no change slips by unsignalled.
     let mut status = hub.status();
     let shown = status.borrow_and_update().clone();
+    let signals = hub.signals();
     let built = connection::Builder::session()
         .serve_at(ROOT_PATH, ObjectManager)
         .serve_at(ROOT_PATH, daemon)
@@ -61,6 +62,7 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
         Err(e) => return Err(e.into()),
     };
     tokio::spawn(publish_changes(conn.clone(), hub, status, shown));
+    tokio::spawn(emit_signals(conn.clone(), signals));
     Ok(conn)
 }
 
@@ -104,6 +106,25 @@ async fn publish_changes(
         shown = now;
     }
     debug!("hub gone; no more property changes");
+}
+
+/// Emits the hub's signals on their objects. Ends when the hub is gone.
+async fn emit_signals(conn: Connection, mut signals: broadcast::Receiver<HubSignal>) {
+    loop {
+        match signals.recv().await {
+            Ok(HubSignal::DtmfReceived { call, digits }) => {
+                let emitted = async {
+                    let iface = conn.object_server().interface::<_, CallObject>(call_path(call)).await?;
+                    CallObject::dtmf_received(iface.signal_emitter(), &digits).await
+                };
+                if let Err(e) = emitted.await {
+                    warn!(error = %e, "could not signal a DTMF digit");
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "signals dropped"),
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
 }
 
 async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStatus) -> zbus::Result<()> {
@@ -155,6 +176,20 @@ async fn publish_calls(
         }
         if previous.is_some_and(|p| p.remote_name != info.remote_name) {
             object.remote_name_changed(emitter).await?;
+        }
+        if let Some(p) = previous {
+            if p.media.muted != info.media.muted {
+                object.muted_changed(emitter).await?;
+            }
+            if p.media.state != info.media.state {
+                object.media_state_changed(emitter).await?;
+            }
+            if p.media.reason != info.media.reason {
+                object.media_state_reason_changed(emitter).await?;
+            }
+            if p.media.stats != info.media.stats {
+                object.media_stats_changed(emitter).await?;
+            }
         }
     }
     for id in before.calls.keys().filter(|id| !now.calls.contains_key(id)) {

@@ -4,8 +4,9 @@
 //! [`HubEvent::Call`], and takes [`SipCommand`]s.
 //!
 //! Every message goes to and comes from the first hop ([`transport`]); a message is routed
-//! by Call-ID to its call, else to the registration. Each call reserves an RTP port for its
-//! SDP; the media engine (a later issue) sends and receives on it.
+//! by Call-ID to its call, else to the registration. Each call reserves an RTP/RTCP port pair
+//! for its SDP; once offer and answer agree, the call's media task ([`crate::media`]) takes
+//! the ports, and it stops when the call ends.
 
 mod transport;
 
@@ -14,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, SdpOrigin};
+use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, Negotiated, SdpOrigin};
 use cusax_protocol::sip::Normalised;
 use cusax_protocol::sip::call::{Call, CallOutput, CallSettings, CallState, response_to};
 use cusax_protocol::sip::header::status_code;
@@ -24,14 +25,14 @@ use cusax_protocol::sip::registration::{
 };
 use cusax_protocol::sip::target::call_target;
 use cusax_protocol::sip::transaction::Reliability;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use transport::Transport;
 
-use crate::config::{Secret, SipAccount};
+use crate::config::{MediaSettings, Secret, SipAccount};
 use crate::hub::{CallDirection, CallInfo, HubEvent, SipState};
+use crate::media::{self, MediaConfig, MediaHandle, RtpSockets};
 
 /// Calls at once; more incoming ones get 486, so a flood cannot exhaust ports.
 const MAX_CALLS: usize = 16;
@@ -101,16 +102,32 @@ pub enum CallCommand {
         hold: bool,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
+    /// Send silence instead of the microphone (`muted`), or stop doing so.
+    Mute {
+        call: CallId,
+        muted: bool,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Send digits as RFC 4733 telephone-events.
+    SendDtmf {
+        call: CallId,
+        digits: String,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
 }
 
 #[derive(Debug)]
 pub enum SipCommand {
-    /// Use this account, codec preference and private CA from now on (`None`: no SIP
-    /// account).
+    /// Use this account and private CA from now on (`None`: no SIP account).
     Configure {
         account: Option<Box<SipAccount>>,
-        codecs: Vec<Codec>,
         extra_ca: Option<PathBuf>,
+    },
+    /// Use this codec preference and these media settings for calls from now on; running
+    /// calls keep theirs.
+    Media {
+        codecs: Vec<Codec>,
+        settings: MediaSettings,
     },
     Call(CallCommand),
     /// Hang up, unregister (bounded in time) and stop.
@@ -125,14 +142,13 @@ pub struct SipHandle {
 }
 
 impl SipHandle {
-    pub async fn configure(
-        &self,
-        account: Option<SipAccount>,
-        codecs: Vec<Codec>,
-        extra_ca: Option<PathBuf>,
-    ) {
-        let command = SipCommand::Configure { account: account.map(Box::new), codecs, extra_ca };
+    pub async fn configure(&self, account: Option<SipAccount>, extra_ca: Option<PathBuf>) {
+        let command = SipCommand::Configure { account: account.map(Box::new), extra_ca };
         let _ = self.commands.send(command).await;
+    }
+
+    pub async fn media(&self, codecs: Vec<Codec>, settings: MediaSettings) {
+        let _ = self.commands.send(SipCommand::Media { codecs, settings }).await;
     }
 
     /// Hands a call command to the actor. If the actor is gone, the reply channel is dropped
@@ -158,6 +174,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, instance: String) -> SipHa
         session: None,
         reopen: None,
         codecs: Vec::new(),
+        media: MediaSettings::default(),
         extra_ca: None,
         next_call: 1,
     };
@@ -176,6 +193,7 @@ struct SipActor {
     /// `[tls] extra_ca`: a private CA trusted besides the system's roots.
     extra_ca: Option<PathBuf>,
     codecs: Vec<Codec>,
+    media: MediaSettings,
     next_call: CallId,
 }
 
@@ -192,11 +210,21 @@ struct Session {
     calls: BTreeMap<CallId, CallEntry>,
 }
 
+/// A call's media: ports held for it, then its running task.
+enum MediaSlot {
+    Reserved(RtpSockets),
+    Running(MediaHandle),
+    Stopped,
+}
+
 struct CallEntry {
     call: Call,
     direction: CallDirection,
-    /// The RTP port our SDP names, held for the media engine.
-    rtp: UdpSocket,
+    /// The RTP address our SDP names.
+    rtp_address: SocketAddr,
+    media: MediaSlot,
+    /// Muted before the media started: applied when it does.
+    muted: bool,
     origin: SdpOrigin,
     /// An incoming call's offer, answered when the user answers.
     remote_offer: Option<Vec<u8>>,
@@ -231,10 +259,13 @@ impl SipActor {
 
     async fn on_command(&mut self, command: SipCommand) {
         match command {
-            SipCommand::Configure { account, codecs, extra_ca } => {
-                self.codecs = codecs;
+            SipCommand::Configure { account, extra_ca } => {
                 self.extra_ca = extra_ca;
                 self.configure(account.map(|a| *a)).await;
+            }
+            SipCommand::Media { codecs, settings } => {
+                self.codecs = codecs;
+                self.media = settings;
             }
             SipCommand::Call(CallCommand::Place { target, reply }) => {
                 let result = self.place_call(&target).await;
@@ -251,6 +282,12 @@ impl SipActor {
             SipCommand::Call(CallCommand::Hold { call, hold, reply }) => {
                 let result = self.hold(call, hold).await;
                 let _ = reply.send(result);
+            }
+            SipCommand::Call(CallCommand::Mute { call, muted, reply }) => {
+                let _ = reply.send(self.mute(call, muted));
+            }
+            SipCommand::Call(CallCommand::SendDtmf { call, digits, reply }) => {
+                let _ = reply.send(self.send_dtmf(call, digits).await);
             }
             SipCommand::Shutdown { .. } => {}
         }
@@ -332,9 +369,10 @@ impl SipActor {
         }
         let uri =
             call_target(target, &session.domain).map_err(|e| CallError::InvalidAddress(e.to_string()))?;
-        let rtp = reserve_rtp(session.local_ip).await?;
+        let sockets = reserve_rtp(session.local_ip, &self.media).await?;
+        let rtp_address = rtp_address(&sockets)?;
         let mut origin = new_origin();
-        let offer = sdp::offer(&mut origin, &local_audio(&rtp, codecs)?);
+        let offer = sdp::offer(&mut origin, &local_audio(rtp_address, codecs));
         let id = self.next_call;
         self.next_call += 1;
         let (call, outputs) = Call::dial(
@@ -350,7 +388,9 @@ impl SipActor {
             CallEntry {
                 call,
                 direction: CallDirection::Outgoing,
-                rtp,
+                rtp_address,
+                media: MediaSlot::Reserved(sockets),
+                muted: false,
                 origin,
                 remote_offer: None,
                 held_here: false,
@@ -372,7 +412,7 @@ impl SipActor {
             )));
         }
         let now = std::time::Instant::now();
-        let local = local_audio(&entry.rtp, codecs)?;
+        let local = local_audio(entry.rtp_address, codecs);
         let Some(offer) = entry.remote_offer.clone() else {
             // A delayed offer (RFC 3261 13.2.1): our 200 offers, the ACK will answer.
             let offer = sdp::offer(&mut entry.origin, &local);
@@ -384,7 +424,9 @@ impl SipActor {
         let outputs = match sdp::answer(&mut entry.origin, &local, &offer) {
             Ok((answer, agreed)) => {
                 info!(call = id, codec = agreed.codec.name, "answering");
-                entry.call.answer(answer.into_bytes(), now)
+                let outputs = entry.call.answer(answer.into_bytes(), now);
+                media_agreed(entry, id, agreed, &self.media, &self.events);
+                outputs
             }
             Err(e) => {
                 warn!(call = id, error = %e, "cannot answer the offer");
@@ -393,6 +435,25 @@ impl SipActor {
         };
         self.apply_call(id, outputs).await;
         Ok(())
+    }
+
+    fn mute(&mut self, id: CallId, muted: bool) -> Result<(), CallError> {
+        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
+        let entry = session.calls.get_mut(&id).filter(|e| e.ended_at.is_none()).ok_or(CallError::NotFound)?;
+        entry.muted = muted;
+        if let MediaSlot::Running(media) = &entry.media {
+            media.mute(muted);
+        }
+        Ok(())
+    }
+
+    async fn send_dtmf(&mut self, id: CallId, digits: String) -> Result<(), CallError> {
+        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
+        let entry = session.calls.get(&id).filter(|e| e.ended_at.is_none()).ok_or(CallError::NotFound)?;
+        match &entry.media {
+            MediaSlot::Running(media) => media.send_dtmf(digits).await.map_err(CallError::Failed),
+            _ => Err(CallError::Failed("the call has no media yet".into())),
+        }
     }
 
     async fn hangup(&mut self, id: CallId) -> Result<(), CallError> {
@@ -412,7 +473,7 @@ impl SipActor {
         if !matches!(state, CallState::Active | CallState::Held) {
             return Err(CallError::Failed(format!("the call is {}, not up", state.as_str())));
         }
-        let mut local = local_audio(&entry.rtp, codecs)?;
+        let mut local = local_audio(entry.rtp_address, codecs);
         local.direction = if hold { Direction::SendOnly } else { Direction::SendRecv };
         entry.held_here = hold;
         let offer = sdp::offer(&mut entry.origin, &local);
@@ -499,8 +560,11 @@ impl SipActor {
             let _ = session.transport.send(&busy).await;
             return;
         }
-        let rtp = match reserve_rtp(session.local_ip).await {
-            Ok(rtp) => rtp,
+        let sockets = match reserve_rtp(session.local_ip, &self.media).await.and_then(|sockets| {
+            let address = rtp_address(&sockets)?;
+            Ok((sockets, address))
+        }) {
+            Ok(pair) => pair,
             Err(e) => {
                 warn!(error = %e, "no RTP port for an incoming call");
                 let busy = response_to(&invite, 503, "Service Unavailable", &new_tag(), &session.settings);
@@ -521,7 +585,9 @@ impl SipActor {
         let entry = CallEntry {
             call,
             direction: CallDirection::Incoming,
-            rtp,
+            rtp_address: sockets.1,
+            media: MediaSlot::Reserved(sockets.0),
+            muted: false,
             origin: new_origin(),
             remote_offer: None,
             held_here: false,
@@ -544,6 +610,7 @@ impl SipActor {
                     direction: entry.direction,
                     remote_uri: entry.call.remote_uri().to_owned(),
                     remote_name: entry.call.remote_name().to_owned(),
+                    media: Default::default(),
                 };
                 let _ = self.events.send(HubEvent::Call { id: *id, info });
             }
@@ -602,12 +669,15 @@ impl SipActor {
                     // An offer while the call still rings here; otherwise an answer to ours.
                     match entry.call.state() {
                         CallState::Incoming => entry.remote_offer = Some(body),
-                        _ => match local_audio(&entry.rtp, self.codecs.clone())
-                            .map(|local| sdp::read_answer(&local, &body))
-                        {
-                            Ok(Ok(agreed)) => info!(call = id, codec = agreed.codec.name, "media agreed"),
-                            Ok(Err(e)) => warn!(call = id, error = %e, "unusable SDP answer"),
-                            Err(e) => warn!(call = id, error = %e, "no local media"),
+                        _ => match sdp::read_answer(
+                            &local_audio(entry.rtp_address, self.codecs.clone()),
+                            &body,
+                        ) {
+                            Ok(agreed) => {
+                                info!(call = id, codec = agreed.codec.name, "media agreed");
+                                media_agreed(entry, id, agreed, &self.media, &self.events);
+                            }
+                            Err(e) => warn!(call = id, error = %e, "unusable SDP answer"),
                         },
                     }
                 }
@@ -615,33 +685,28 @@ impl SipActor {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
                     let now = std::time::Instant::now();
                     let held_here = entry.held_here;
-                    let local = local_audio(&entry.rtp, self.codecs.clone()).map(|mut local| {
-                        // A session refresh must not undo our own hold.
-                        if held_here {
-                            local.direction = Direction::SendOnly;
-                        }
-                        local
-                    });
-                    let more = match local {
+                    let mut local = local_audio(entry.rtp_address, self.codecs.clone());
+                    // A session refresh must not undo our own hold.
+                    if held_here {
+                        local.direction = Direction::SendOnly;
+                    }
+                    let more = if offer.is_empty() {
                         // A re-INVITE without SDP (RFC 3261 14.2): our 200 offers, the ACK answers.
-                        Ok(local) if offer.is_empty() => {
-                            let ours = sdp::offer(&mut entry.origin, &local);
-                            entry.call.answer_reoffer(ours.into_bytes(), held_here, now)
-                        }
-                        Ok(local) => match sdp::answer(&mut entry.origin, &local, &offer) {
+                        let ours = sdp::offer(&mut entry.origin, &local);
+                        entry.call.answer_reoffer(ours.into_bytes(), held_here, now)
+                    } else {
+                        match sdp::answer(&mut entry.origin, &local, &offer) {
                             Ok((answer, agreed)) => {
                                 // Held when either side will not send.
                                 let held = agreed.direction != Direction::SendRecv;
-                                entry.call.answer_reoffer(answer.into_bytes(), held, now)
+                                let outputs = entry.call.answer_reoffer(answer.into_bytes(), held, now);
+                                media_agreed(entry, id, agreed, &self.media, &self.events);
+                                outputs
                             }
                             Err(e) => {
                                 warn!(call = id, error = %e, "refusing a re-INVITE");
                                 entry.call.refuse_reoffer(now)
                             }
-                        },
-                        Err(e) => {
-                            warn!(call = id, error = %e, "refusing a re-INVITE");
-                            entry.call.refuse_reoffer(now)
                         }
                     };
                     Box::pin(self.apply_call(id, more)).await;
@@ -650,6 +715,8 @@ impl SipActor {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
                     if state == CallState::Ended {
                         entry.ended_at = Some(Instant::now());
+                        // Dropping the handle stops the media task.
+                        entry.media = MediaSlot::Stopped;
                     }
                     info!(call = id, state = state.as_str(), %reason, "call state");
                     let info = CallInfo {
@@ -658,6 +725,7 @@ impl SipActor {
                         direction: entry.direction,
                         remote_uri: entry.call.remote_uri().to_owned(),
                         remote_name: entry.call.remote_name().to_owned(),
+                        media: Default::default(),
                     };
                     let _ = self.events.send(HubEvent::Call { id, info });
                 }
@@ -722,13 +790,48 @@ fn keepalive_interval() -> Duration {
     KEEPALIVE_MIN + Duration::from_secs(u64::from(byte[0]) % 26)
 }
 
-async fn reserve_rtp(ip: IpAddr) -> Result<UdpSocket, CallError> {
-    UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| CallError::Failed(format!("no RTP port: {e}")))
+async fn reserve_rtp(ip: IpAddr, media: &MediaSettings) -> Result<RtpSockets, CallError> {
+    RtpSockets::reserve(ip, &media.rtp_ports)
+        .await
+        .map_err(|e| CallError::Failed(format!("no RTP port: {e}")))
 }
 
-fn local_audio(rtp: &UdpSocket, codecs: Vec<Codec>) -> Result<LocalAudio, CallError> {
-    let local = rtp.local_addr().map_err(|e| CallError::Failed(format!("no RTP port: {e}")))?;
-    Ok(LocalAudio { address: local.ip(), port: local.port(), codecs, direction: Direction::SendRecv })
+fn rtp_address(sockets: &RtpSockets) -> Result<SocketAddr, CallError> {
+    sockets.rtp_address().map_err(|e| CallError::Failed(format!("no RTP port: {e}")))
+}
+
+fn local_audio(rtp: SocketAddr, codecs: Vec<Codec>) -> LocalAudio {
+    LocalAudio { address: rtp.ip(), port: rtp.port(), codecs, direction: Direction::SendRecv }
+}
+
+/// Starts the call's media on its reserved ports once offer and answer agree, or hands a
+/// later agreement to the running media.
+fn media_agreed(
+    entry: &mut CallEntry,
+    id: CallId,
+    agreed: Negotiated,
+    settings: &MediaSettings,
+    events: &mpsc::UnboundedSender<HubEvent>,
+) {
+    entry.media = match std::mem::replace(&mut entry.media, MediaSlot::Stopped) {
+        MediaSlot::Reserved(sockets) => {
+            let config = MediaConfig {
+                input: settings.input.clone(),
+                output: settings.output.clone(),
+                cname: format!("{}@cusaxd", random_hex(&mut OsEntropy, 8)),
+            };
+            let handle = media::start(id, sockets, agreed, config, events.clone());
+            if entry.muted {
+                handle.mute(true);
+            }
+            MediaSlot::Running(handle)
+        }
+        MediaSlot::Running(handle) => {
+            handle.update(agreed);
+            MediaSlot::Running(handle)
+        }
+        MediaSlot::Stopped => MediaSlot::Stopped,
+    };
 }
 
 /// A To tag for a response outside any dialog (RFC 3261 8.2.6.2).

@@ -1,0 +1,564 @@
+//! The media engine: one task per call that carries the call's audio over RTP.
+//!
+//! The SIP actor reserves a call's port pair ([`RtpSockets::reserve`]) for its SDP, and once
+//! offer and answer agree it [`start`]s a media task with what was agreed. It passes on later
+//! agreements (re-INVITEs, hold), mute and DTMF through the [`MediaHandle`], and drops the
+//! handle when the call ends, which ends the task (with an RTCP BYE).
+//!
+//! One 20 ms media clock paces the task: each tick reads a frame from the source and sends
+//! it (or a telephone-event packet while a digit plays), and plays one frame from the jitter
+//! buffer to the sink. Nothing else paces the send path, so a file source or a device that
+//! delivers samples too fast or too slow cannot change the packet rate. What the task
+//! measures reaches the hub as [`HubEvent::Media`] at most once a second; received digits as
+//! [`HubEvent::Dtmf`].
+//!
+//! - [`codec`]: G.711 and Opus behind one encoder and one decoder.
+//! - [`audio`]: sources and sinks (a device, a WAV file, nothing) and rate conversion.
+//! - [`device`]: cpal streams on a thread of their own.
+//! - [`rtp`]: the port pair, RTP packets, RTCP reports.
+//!
+//! The pure pieces (G.711, RFC 4733 events, the jitter buffer, reception statistics) are in
+//! `cusax_protocol::media`.
+
+mod audio;
+mod codec;
+mod device;
+mod rtp;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cusax_protocol::media::dtmf::{DtmfReceiver, DtmfSender};
+use cusax_protocol::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use cusax_protocol::media::stats::{PacketVerdict, ReceiveStats, round_trip};
+use cusax_protocol::sdp::{Codec, Direction, Negotiated};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use audio::AudioError;
+pub use rtp::RtpSockets;
+
+use crate::config::AudioEndpoint;
+use crate::hub::HubEvent;
+use crate::sip::{CallId, OsEntropy};
+use audio::{Sink, Source};
+use codec::{Decoder, Encoder};
+use cusax_protocol::sip::registration::Entropy;
+
+/// The packet time we send and expect (and offer as `a=ptime:20`).
+const FRAME: Duration = Duration::from_millis(20);
+/// RFC 3550 section 6.2: a report every 5 s on average for a two-party call.
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// MediaStats reach D-Bus at most this often.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest datagram we read: anything larger is not audio we negotiated.
+const MAX_DATAGRAM: usize = 2048;
+
+/// What a call's media is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaState {
+    /// No media yet (ringing, or the peer declined the stream).
+    #[default]
+    None,
+    Active,
+    /// A device or file could not be used; the call stays up, with silence for that part.
+    Failed,
+}
+
+impl MediaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaState::None => "none",
+            MediaState::Active => "active",
+            MediaState::Failed => "failed",
+        }
+    }
+}
+
+/// What the D-Bus call object shows of the media.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallMedia {
+    pub state: MediaState,
+    /// Why the media failed, for people; empty otherwise.
+    pub reason: String,
+    pub muted: bool,
+    pub stats: MediaStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MediaStats {
+    pub codec: String,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub jitter_ms: u32,
+    pub buffer_ms: u32,
+    /// From RTCP, once the peer has reported on our stream.
+    pub rtt_ms: Option<u32>,
+}
+
+/// What the media task needs beyond the agreed SDP.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub input: AudioEndpoint,
+    pub output: AudioEndpoint,
+    /// Our RTCP CNAME (RFC 7022: random per session is fine and leaks nothing).
+    pub cname: String,
+}
+
+#[derive(Debug)]
+enum MediaCommand {
+    Update(Negotiated),
+    Mute(bool),
+    SendDtmf { digits: String, reply: oneshot::Sender<Result<(), String>> },
+}
+
+/// The SIP actor's hold on a call's media; dropping it stops the media.
+#[derive(Debug)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<MediaCommand>,
+}
+
+impl MediaHandle {
+    /// A new agreement (a re-INVITE, hold or resume).
+    pub fn update(&self, agreed: Negotiated) {
+        let _ = self.commands.send(MediaCommand::Update(agreed));
+    }
+
+    pub fn mute(&self, muted: bool) {
+        let _ = self.commands.send(MediaCommand::Mute(muted));
+    }
+
+    /// Queues digits (0-9, *, #, A-D) as RFC 4733 events.
+    pub async fn send_dtmf(&self, digits: String) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(MediaCommand::SendDtmf { digits, reply })
+            .map_err(|_| "the call's media has stopped".to_owned())?;
+        answer.await.map_err(|_| "the call's media has stopped".to_owned())?
+    }
+}
+
+/// Starts the media of call `id` on its reserved sockets.
+pub fn start(
+    id: CallId,
+    sockets: RtpSockets,
+    agreed: Negotiated,
+    config: MediaConfig,
+    events: mpsc::UnboundedSender<HubEvent>,
+) -> MediaHandle {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let span = info_span!("media", call = id);
+    tokio::spawn(
+        async move {
+            let (failures_tx, failures) = mpsc::unbounded_channel();
+            let pipeline = Pipeline::open(&agreed, &config, failures_tx.clone()).await;
+            let mut session = MediaSession::new(id, sockets, agreed, config, events, pipeline, failures_tx);
+            session.run(commands, failures).await;
+        }
+        .instrument(span),
+    );
+    MediaHandle { commands: commands_tx }
+}
+
+/// The codec-dependent part of a call's media: rebuilt when a re-INVITE changes the codec.
+struct Pipeline {
+    codec: Codec,
+    /// Samples per frame at the codec's rate.
+    frame: usize,
+    encoder: Option<Encoder>,
+    decoder: Option<Decoder>,
+    source: Source,
+    sink: Sink,
+    jitter: JitterBuffer,
+    reception: ReceiveStats,
+    dtmf_out: DtmfSender,
+    dtmf_in: DtmfReceiver,
+    /// Why a part could not be opened.
+    failure: Option<String>,
+}
+
+impl Pipeline {
+    async fn open(
+        agreed: &Negotiated,
+        config: &MediaConfig,
+        failures: mpsc::UnboundedSender<String>,
+    ) -> Pipeline {
+        let codec = &agreed.codec;
+        let rate = codec.clock_rate;
+        let mut failure = None;
+        let (encoder, decoder) = match (Encoder::new(codec), Decoder::new(codec)) {
+            (Ok(e), Ok(d)) => (Some(e), Some(d)),
+            (Err(e), _) | (_, Err(e)) => {
+                failure = Some(e.to_string());
+                (None, None)
+            }
+        };
+        let source = Source::open(&config.input, rate, failures.clone()).await.unwrap_or_else(|e| {
+            warn!(error = %e, "no audio source; sending silence");
+            failure.get_or_insert(e.to_string());
+            Source::Null
+        });
+        let sink = Sink::open(&config.output, rate, failures).await.unwrap_or_else(|e| {
+            warn!(error = %e, "no audio sink; the far end is not played");
+            failure.get_or_insert(e.to_string());
+            Sink::Null
+        });
+        let frame_ms = FRAME.as_millis() as u32;
+        Pipeline {
+            codec: *codec,
+            frame: (rate / 50) as usize,
+            encoder,
+            decoder,
+            source,
+            sink,
+            jitter: JitterBuffer::new(JitterConfig::new(rate)),
+            reception: ReceiveStats::new(rate),
+            // Durations count in the events' own clock (RFC 4733 section 2.5.1.3).
+            dtmf_out: DtmfSender::new(agreed.dtmf_clock_rate, frame_ms),
+            dtmf_in: DtmfReceiver::new(),
+            failure,
+        }
+    }
+}
+
+struct MediaSession {
+    call: CallId,
+    events: mpsc::UnboundedSender<HubEvent>,
+    config: MediaConfig,
+    sockets: RtpSockets,
+    agreed: Negotiated,
+    pipeline: Pipeline,
+    failures: mpsc::UnboundedSender<String>,
+    sender: rtp::RtpSender,
+    /// Where we send RTP and RTCP: from the SDP, then from where the peer's packets come
+    /// (symmetric RTP, RFC 4961).
+    remote: Option<SocketAddr>,
+    remote_rtcp: Option<SocketAddr>,
+    timestamp: u32,
+    /// The next audio packet starts a talk spurt (RFC 3551 section 4.1: marker bit).
+    spurt: bool,
+    started: Instant,
+    rtt: Option<Duration>,
+    status: CallMedia,
+    /// Scratch buffers, reused every frame.
+    pcm: Vec<i16>,
+    encoded: Vec<u8>,
+}
+
+impl MediaSession {
+    fn new(
+        call: CallId,
+        sockets: RtpSockets,
+        agreed: Negotiated,
+        config: MediaConfig,
+        events: mpsc::UnboundedSender<HubEvent>,
+        pipeline: Pipeline,
+        failures: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        let mut bytes = [0u8; 4];
+        OsEntropy.fill(&mut bytes);
+        let status = CallMedia {
+            state: if pipeline.failure.is_some() { MediaState::Failed } else { MediaState::Active },
+            reason: pipeline.failure.clone().unwrap_or_default(),
+            ..CallMedia::default()
+        };
+        Self {
+            call,
+            events,
+            config,
+            remote: agreed.remote,
+            remote_rtcp: rtcp_address(&agreed),
+            sockets,
+            agreed,
+            pipeline,
+            failures,
+            sender: rtp::RtpSender::new(),
+            timestamp: u32::from_be_bytes(bytes),
+            spurt: true,
+            started: Instant::now(),
+            rtt: None,
+            status,
+            pcm: Vec::new(),
+            encoded: Vec::new(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut commands: mpsc::UnboundedReceiver<MediaCommand>,
+        mut failures: mpsc::UnboundedReceiver<String>,
+    ) {
+        info!(codec = self.pipeline.codec.name, remote = ?self.remote, "media started");
+        self.discard_backlog();
+        self.publish();
+        let mut clock = tokio::time::interval(FRAME);
+        clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut next_rtcp = Instant::now() + RTCP_INTERVAL / 2;
+        let mut next_stats = Instant::now() + STATS_INTERVAL;
+        let mut rtp_buffer = vec![0u8; MAX_DATAGRAM];
+        let mut rtcp_buffer = vec![0u8; MAX_DATAGRAM];
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(command) => self.on_command(command).await,
+                },
+                received = self.sockets.rtp.recv_from(&mut rtp_buffer) => {
+                    if let Ok((len, from)) = received {
+                        self.on_datagram(&rtp_buffer[..len], from);
+                    }
+                }
+                received = self.sockets.rtcp.recv_from(&mut rtcp_buffer) => {
+                    if let Ok((len, from)) = received {
+                        self.on_rtcp(&rtcp_buffer[..len], from);
+                    }
+                }
+                Some(reason) = failures.recv() => {
+                    warn!(%reason, "audio device failed");
+                    self.status.state = MediaState::Failed;
+                    self.status.reason = reason;
+                    self.publish();
+                }
+                _ = clock.tick() => {
+                    self.on_frame().await;
+                    let now = Instant::now();
+                    if now >= next_rtcp {
+                        self.send_rtcp(false).await;
+                        next_rtcp = now + rtcp_interval();
+                    }
+                    if now >= next_stats {
+                        self.publish();
+                        next_stats = now + STATS_INTERVAL;
+                    }
+                }
+            }
+        }
+        self.send_rtcp(true).await;
+        let pipeline = std::mem::replace(&mut self.pipeline.sink, Sink::Null);
+        pipeline.close();
+        info!(sent = self.sender.packets, received = self.pipeline.reception.received(), "media stopped");
+    }
+
+    async fn on_command(&mut self, command: MediaCommand) {
+        match command {
+            MediaCommand::Update(agreed) => {
+                let codec_changed = agreed.codec != self.agreed.codec;
+                if agreed.remote != self.agreed.remote {
+                    self.remote = agreed.remote;
+                    self.remote_rtcp = rtcp_address(&agreed);
+                }
+                if agreed.rtcp_mux != self.agreed.rtcp_mux {
+                    self.remote_rtcp = rtcp_address(&agreed);
+                }
+                self.agreed = agreed;
+                if codec_changed {
+                    info!(codec = self.agreed.codec.name, "codec changed");
+                    let old = std::mem::replace(&mut self.pipeline.sink, Sink::Null);
+                    old.close();
+                    self.pipeline = Pipeline::open(&self.agreed, &self.config, self.failures.clone()).await;
+                    self.discard_backlog();
+                }
+                self.spurt = true;
+                self.publish();
+            }
+            MediaCommand::Mute(muted) => {
+                self.status.muted = muted;
+                self.publish();
+            }
+            MediaCommand::SendDtmf { digits, reply } => {
+                let result = if self.agreed.dtmf_payload_type.is_none() {
+                    Err("the peer did not agree to telephone-event (RFC 4733)".to_owned())
+                } else if !self.sends() {
+                    Err("the call's media is not sending (held or declined)".to_owned())
+                } else {
+                    self.pipeline.dtmf_out.queue(&digits).map_err(|e| e.to_string())
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Packets that queued up while a device or file opened are stale: played now they would
+    /// only add delay, and teach the jitter buffer a jitter that was never on the network.
+    fn discard_backlog(&self) {
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        for socket in [&self.sockets.rtp, &self.sockets.rtcp] {
+            while socket.try_recv_from(&mut buffer).is_ok() {}
+        }
+    }
+
+    fn sends(&self) -> bool {
+        matches!(self.agreed.direction, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    fn plays(&self) -> bool {
+        matches!(self.agreed.direction, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// One tick of the media clock: send a frame, play a frame.
+    async fn on_frame(&mut self) {
+        let frame = self.pipeline.frame;
+        let timestamp = self.timestamp;
+        self.timestamp = timestamp.wrapping_add(frame as u32);
+        self.pcm.resize(frame, 0);
+        // The source is read every tick, sending or not, so that a file plays in real time
+        // and a device's ring does not fill up.
+        self.pipeline.source.read(&mut self.pcm);
+        if let (true, Some(remote)) = (self.sends(), self.remote) {
+            let event = self.pipeline.dtmf_out.next(timestamp);
+            let packet = match (event, self.agreed.dtmf_payload_type) {
+                (Some(event), Some(pt)) => {
+                    self.spurt = true;
+                    Some(self.sender.packet(pt, event.marker, event.timestamp, &event.payload))
+                }
+                _ => self.audio_packet(timestamp),
+            };
+            if let Some(packet) = packet
+                && let Err(e) = self.sockets.rtp.send_to(&packet, remote).await
+            {
+                debug!(error = %e, "RTP not sent");
+            }
+        }
+        let now = self.started.elapsed();
+        let playout = self.pipeline.jitter.pop(now);
+        let Some(decoder) = self.pipeline.decoder.as_mut() else { return };
+        match playout {
+            Playout::Frame(payload) => {
+                if decoder.decode(&payload, &mut self.pcm).is_err() {
+                    decoder.conceal(None, frame, &mut self.pcm);
+                }
+            }
+            Playout::Conceal => decoder.conceal(self.pipeline.jitter.next_payload(), frame, &mut self.pcm),
+            Playout::Silence => {
+                self.pcm.clear();
+                self.pcm.resize(frame, 0);
+            }
+        }
+        if !self.plays() {
+            self.pcm.fill(0);
+        }
+        if let Err(e) = self.pipeline.sink.write(&self.pcm) {
+            warn!(error = %e, "audio sink failed");
+            self.status.state = MediaState::Failed;
+            self.status.reason = e.to_string();
+        }
+    }
+
+    fn audio_packet(&mut self, timestamp: u32) -> Option<Vec<u8>> {
+        if self.status.muted {
+            self.pcm.fill(0);
+        }
+        let encoder = self.pipeline.encoder.as_mut()?;
+        if let Err(e) = encoder.encode(&self.pcm, &mut self.encoded) {
+            debug!(error = %e, "frame not encoded");
+            return None;
+        }
+        let marker = std::mem::take(&mut self.spurt);
+        Some(self.sender.packet(self.pipeline.codec.payload_type, marker, timestamp, &self.encoded))
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        if rtp::is_rtcp(datagram) {
+            return self.on_rtcp(datagram, from);
+        }
+        let Some(packet) = rtp::parse_rtp(datagram) else { return };
+        let pt = packet.header.payload_type;
+        let is_dtmf = Some(pt) == self.agreed.dtmf_payload_type;
+        if pt != self.pipeline.codec.payload_type && !is_dtmf {
+            return;
+        }
+        // Symmetric RTP: answer to where the peer really is (behind a NAT, say), but only
+        // once it has sent what we agreed on.
+        if self.remote != Some(from) {
+            debug!(%from, "RTP peer moved");
+            self.remote = Some(from);
+            if self.agreed.rtcp_mux {
+                self.remote_rtcp = Some(from);
+            }
+        }
+        let now = self.started.elapsed();
+        let header = &packet.header;
+        match self.pipeline.reception.on_packet(header.ssrc, header.sequence_number, header.timestamp, now) {
+            PacketVerdict::Duplicate => return,
+            PacketVerdict::SourceChanged => {
+                debug!("new RTP source");
+                self.pipeline.jitter.reset();
+                self.pipeline.dtmf_in = DtmfReceiver::new();
+            }
+            PacketVerdict::New | PacketVerdict::Probation => {}
+        }
+        if is_dtmf {
+            if let Ok(Some(digit)) = self.pipeline.dtmf_in.on_packet(header.timestamp, &packet.payload) {
+                debug!(%digit, "DTMF received");
+                let _ = self.events.send(HubEvent::Dtmf { id: self.call, digit });
+            }
+            return;
+        }
+        self.pipeline.jitter.push(now, header.sequence_number, header.timestamp, packet.payload.to_vec());
+    }
+
+    fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
+        if !rtp::is_rtcp(datagram) {
+            return;
+        }
+        let reading = rtp::read_rtcp(datagram, self.sender.ssrc);
+        if !self.agreed.rtcp_mux && self.remote_rtcp != Some(from) && reading.sender_report.is_some() {
+            self.remote_rtcp = Some(from);
+        }
+        let now = self.started.elapsed();
+        if let Some(lsr) = reading.sender_report {
+            self.pipeline.reception.on_sender_report(lsr, now);
+        }
+        if let Some(block) = reading.about_us
+            && let Some(rtt) = round_trip(rtp::ntp_now_middle32(), block.last_sender_report, block.delay)
+        {
+            self.rtt = Some(rtt);
+        }
+    }
+
+    async fn send_rtcp(&mut self, bye: bool) {
+        let Some(to) = self.remote_rtcp else { return };
+        let block = self.pipeline.reception.report_block(self.started.elapsed());
+        let packet = rtp::compound_report(&self.sender, block, &self.config.cname, bye);
+        let socket = if self.agreed.rtcp_mux { &self.sockets.rtp } else { &self.sockets.rtcp };
+        if let Err(e) = socket.send_to(&packet, to).await {
+            debug!(error = %e, "RTCP not sent");
+        }
+    }
+
+    /// Tells the hub what the media is doing, when that changed.
+    fn publish(&mut self) {
+        let reception = &self.pipeline.reception;
+        let jitter = self.pipeline.jitter.stats();
+        self.status.stats = MediaStats {
+            codec: self.pipeline.codec.name.to_owned(),
+            packets_sent: u64::from(self.sender.packets),
+            packets_received: reception.received(),
+            packets_lost: u64::try_from(reception.cumulative_lost()).unwrap_or(0),
+            jitter_ms: reception.jitter_ms().round() as u32,
+            buffer_ms: jitter.target_delay_ms,
+            rtt_ms: self.rtt.map(|d| d.as_millis() as u32),
+        };
+        let _ = self.events.send(HubEvent::Media { id: self.call, media: self.status.clone() });
+    }
+}
+
+/// Where the peer wants RTCP: its RTP address with rtcp-mux, else the `a=rtcp` port or the
+/// RTP port + 1 (RFC 3605, RFC 3550 section 11).
+fn rtcp_address(agreed: &Negotiated) -> Option<SocketAddr> {
+    let remote = agreed.remote?;
+    if agreed.rtcp_mux {
+        return Some(remote);
+    }
+    agreed.remote_rtcp.or_else(|| Some(SocketAddr::new(remote.ip(), remote.port().checked_add(1)?)))
+}
+
+/// RFC 3550 section 6.3.1: the interval is randomised to between 0.5 and 1.5 times the
+/// nominal one, so reports of many parties do not synchronise.
+fn rtcp_interval() -> Duration {
+    let mut byte = [0u8];
+    OsEntropy.fill(&mut byte);
+    RTCP_INTERVAL / 2 + RTCP_INTERVAL * u32::from(byte[0]) / 255
+}
