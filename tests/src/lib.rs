@@ -5,6 +5,7 @@
 //! - [`Testbed`]: Prosody, Kamailio and friends through `testbed/testbed.sh`, on ports of
 //!   the test's own, so tests run in parallel.
 //! - [`Cusaxd`]: the daemon under test on a private bus; [`cusaxctl`] runs the CLI against it.
+//! - [`audio`]: checks recordings for a test tone (SNR, presence, gaps).
 //!
 //! The binaries come from the workspace's target directory: build them first with
 //! `cargo build --workspace --bins` (the README's test command does).
@@ -20,6 +21,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+
+pub mod audio;
 use tempfile::TempDir;
 
 /// How long a process may take to become ready, or to stop, before the test calls it hung.
@@ -312,7 +315,7 @@ impl Cusaxd {
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "debug,pulseaudio=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
@@ -358,6 +361,66 @@ impl Drop for Cusaxd {
         // A test may have left it stopped (SIGSTOP); TERM would then wait forever.
         signal(self.child.id(), "CONT");
         stop_child(&mut self.child);
+    }
+}
+
+/// `cusaxctl watch` with its stdout lines on a channel.
+pub struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watch {
+    pub fn start(bus: &PrivateBus, json: bool) -> Self {
+        let mut command = bus.command(binary("cusaxctl"));
+        command.arg("watch");
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // The watch is subscribed once it says so on stderr.
+        let mut ready = String::new();
+        let err = child.stderr.take().unwrap();
+        BufReader::new(err).read_line(&mut ready).unwrap();
+        assert!(ready.contains("watching org.cusax.Cusax1"), "watch did not start: {ready}");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line about one of `properties`, skipping the others (the SIP account's
+    /// state moves by itself), or `None` after `PATIENCE`.
+    pub fn next_about(&self, properties: &[&str]) -> Option<String> {
+        self.next_matching(|line| {
+            properties
+                .iter()
+                .any(|p| line.contains(&format!(".{p} =")) || line.contains(&format!("\"property\":\"{p}\"")))
+        })
+    }
+
+    /// The next line for which `wanted` holds, or `None` after `PATIENCE`.
+    pub fn next_matching(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -415,6 +478,11 @@ impl Testbed {
         self.ports.get(name).copied().unwrap_or_else(|| panic!("no port {name}"))
     }
 
+    /// `XDG_RUNTIME_DIR` for clients of the test bed's PulseAudio (started with `pulse`).
+    pub fn pulse_runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("pulse/run")
+    }
+
     /// The PIDs the test bed recorded, by service name.
     pub fn pids(&self) -> BTreeMap<String, u32> {
         let Ok(entries) = fs::read_dir(self.dir.path().join("pids")) else {
@@ -460,9 +528,36 @@ pub struct Baresip {
     buffer: Vec<u8>,
 }
 
+/// How a [`Baresip`] is set up beyond its account.
+#[derive(Debug, Clone)]
+pub struct BaresipOptions {
+    /// `audio_codecs` of the account: "PCMU,PCMA" or "opus/48000/2".
+    pub codecs: &'static str,
+    /// The tone it sends; with Opus the file is 48 kHz stereo (aufile takes nothing else).
+    pub tone_hz: u32,
+    /// `jitter_buffer_delay`; "0-0" lets the last packets of a stream (DTMF ends) through.
+    pub jitter: &'static str,
+    pub rtcp_mux: bool,
+}
+
+impl Default for BaresipOptions {
+    fn default() -> Self {
+        Self { codecs: "PCMU,PCMA", tone_hz: 440, jitter: "5-10", rtcp_mux: false }
+    }
+}
+
 impl Baresip {
     /// Starts `user` (password `secret-<user>`) and waits for its registration.
     pub fn start(testbed: &Testbed, user: &str, transport: &str) -> anyhow::Result<Self> {
+        Self::start_with(testbed, user, transport, &BaresipOptions::default())
+    }
+
+    pub fn start_with(
+        testbed: &Testbed,
+        user: &str,
+        transport: &str,
+        options: &BaresipOptions,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let sip_port = free_port_block(2);
         let rtp = free_port_block(20);
@@ -477,19 +572,16 @@ impl Baresip {
             .env("BARESIP_TRANSPORT", transport)
             .env("BARESIP_CAFILE", testbed.ca_file())
             .env("BARESIP_DISPLAY", format!("{user} (baresip)"))
+            .env("BARESIP_CODECS", options.codecs)
+            .env("BARESIP_JITTER", options.jitter)
+            .env("BARESIP_RTCP_MUX", if options.rtcp_mux { "yes" } else { "no" })
             .stdout(Stdio::null())
             .status()?;
         if !status.success() {
             bail!("mkconf.sh failed");
         }
-        let tone = Command::new("sox")
-            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
-            .arg(conf.join("tone.wav"))
-            .args(["synth", "60", "sine", "440", "vol", "0.5"])
-            .status()?;
-        if !tone.success() {
-            bail!("sox failed");
-        }
+        let (rate, channels) = if options.codecs.starts_with("opus") { (48_000, 2) } else { (8_000, 1) };
+        audio::write_tone(&conf.join("tone.wav"), options.tone_hz, rate, channels, 60, 0.5)?;
         let log = dir.path().join("baresip.log");
         let child = Command::new("baresip")
             .args(["-f", "."])
@@ -560,6 +652,16 @@ impl Baresip {
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+
+    /// The audio baresip received in its last call (the sndfile module's `-dec.wav`).
+    pub fn received_audio(&self) -> anyhow::Result<PathBuf> {
+        let mut dumps: Vec<PathBuf> = fs::read_dir(self.dir.path().join("conf"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .collect();
+        dumps.sort();
+        dumps.pop().ok_or_else(|| anyhow!("baresip recorded no call"))
     }
 }
 
@@ -766,6 +868,167 @@ impl Drop for FakeDns {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The daemon's status (`cusaxctl status --json`), or `Null` when it cannot be read.
+pub fn status_json(bus: &PrivateBus) -> serde_json::Value {
+    let out = cusaxctl(bus, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every call's properties (`cusaxctl calls --json`), with its `Path`.
+pub fn calls_json(bus: &PrivateBus) -> Vec<serde_json::Value> {
+    let out = cusaxctl(bus, &["calls", "--json"]);
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Polls `probe` every 20 ms until it gives something; panics with `what` after `PATIENCE`.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// sipp running `scenario` once on 127.0.0.1:`port`, quiet, errors traced into `dir`.
+pub fn sipp_command(dir: &Path, scenario: &Path, port: u16, args: &[String]) -> Command {
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-nostdin", "-trace_err", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s", "-timeout_error"])
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// A sipp UAS registered with the test bed's Kamailio as `user` (password `secret-<user>`)
+/// on a port of its own, running `scenario` (from tests/sipp) in the background with `args`.
+pub fn sipp_uas(testbed: &Testbed, dir: &Path, user: &str, scenario: &str, args: &[String]) -> Child {
+    let port = free_port_block(1);
+    let registrar = format!("127.0.0.1:{}", testbed.port("SIP_PORT"));
+    let register = repo_root().join("tests/testbed/sipp/register_auth.xml");
+    let password = format!("secret-{user}");
+    let credentials: Vec<String> =
+        ["-s", user, "-au", user, "-ap", &password, &registrar].iter().map(|s| s.to_string()).collect();
+    let status = sipp_command(dir, &register, port, &credentials).status().expect("run sipp");
+    assert!(status.success(), "sipp could not register {user}");
+    sipp_command(dir, &repo_root().join("tests/sipp").join(scenario), port, args).spawn().expect("run sipp")
+}
+
+/// Waits for sipp to end and asserts it succeeded, showing its error trace if not.
+pub fn finish_sipp(mut child: Child, what: &str, dir: &Path) {
+    let (status, _) = wait_for_exit(&mut child, Duration::from_secs(40)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("{what} did not finish")
+    });
+    let errors: String = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+                .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(status.success(), "{what} failed ({status}):\n{errors}");
+}
+
+/// A UDP relay that impairs one direction of an RTP stream: datagrams from the front (the
+/// caller) to `target` are lost with probability `loss` and each delayed by a random 0 to
+/// `jitter` (so they also arrive out of order); the way back is untouched. The randomness
+/// comes from a fixed seed, so every run sees the same pattern.
+pub struct ImpairedRelay {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ImpairedRelay {
+    pub fn start(target: SocketAddr, loss: f64, jitter: Duration, seed: u64) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::{Arc, Mutex};
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
+        front.set_read_timeout(Some(Duration::from_millis(5)))?;
+        back.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let port = front.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicU64::new(0));
+        let caller: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let forward = {
+            let (front, back, stop, lost, caller) =
+                (front.clone(), back.clone(), stop.clone(), lost.clone(), caller.clone());
+            std::thread::spawn(move || {
+                let mut state = seed | 1;
+                let mut random = move || {
+                    // xorshift64*: deterministic and good enough to spread loss and delay.
+                    state ^= state >> 12;
+                    state ^= state << 25;
+                    state ^= state >> 27;
+                    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+                };
+                let mut pending: Vec<(Instant, Vec<u8>)> = Vec::new();
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((len, from)) = front.recv_from(&mut buffer) {
+                        if let Ok(mut known) = caller.lock() {
+                            *known = Some(from);
+                        }
+                        if random() < loss {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let delay = jitter.mul_f64(random());
+                            pending.push((Instant::now() + delay, buffer[..len].to_vec()));
+                        }
+                    }
+                    let now = Instant::now();
+                    pending.sort_by_key(|(at, _)| *at);
+                    while pending.first().is_some_and(|(at, _)| *at <= now) {
+                        let (_, datagram) = pending.remove(0);
+                        let _ = back.send_to(&datagram, target);
+                    }
+                }
+            })
+        };
+        let backward = {
+            let (front, back, stop) = (front.clone(), back.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((len, _)) = back.recv_from(&mut buffer)
+                        && let Some(to) = caller.lock().ok().and_then(|c| *c)
+                    {
+                        let _ = front.send_to(&buffer[..len], to);
+                    }
+                }
+            })
+        };
+        Ok(Self { port, stop, threads: vec![forward, backward], lost })
+    }
+
+    /// How many datagrams it dropped.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ImpairedRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

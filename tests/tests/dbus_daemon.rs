@@ -1,14 +1,14 @@
 //! cusaxd on a private session bus, driven the way users drive it: `cusaxctl`, `busctl`,
 //! `gdbus`, signals.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
-use cusax_tests::{Cusaxd, PATIENCE, PrivateBus, alive, busctl, cusaxctl, wait_for_exit, write_private};
+use cusax_tests::{
+    Cusaxd, PATIENCE, PrivateBus, Watch, alive, busctl, cusaxctl, wait_for_exit, write_private,
+};
 use serde_json::{Value, json};
 
 /// Both accounts; the SIP proxy is a port where nothing listens (port 9, discard), so these
@@ -110,63 +110,6 @@ fn without_accounts_the_daemon_says_unconfigured() {
     assert_eq!(status["SipAddress"], "");
     assert_eq!(status["Jid"], "");
     assert_eq!(status["Presence"], json!(["unconfigured", ""]));
-}
-
-/// `cusaxctl watch` with its stdout lines on a channel.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watch {
-    fn start(bus: &PrivateBus, json: bool) -> Self {
-        let mut command = bus.command(cusax_tests::binary("cusaxctl"));
-        command.arg("watch");
-        if json {
-            command.arg("--json");
-        }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        // The watch is subscribed once it says so on stderr.
-        let mut ready = String::new();
-        let err = child.stderr.take().unwrap();
-        BufReader::new(err).read_line(&mut ready).unwrap();
-        assert!(ready.contains("watching org.cusax.Cusax1"), "watch did not start: {ready}");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next line about one of `properties`, skipping the others (the SIP account's
-    /// state moves by itself), or `None` after `PATIENCE`.
-    fn next_about(&self, properties: &[&str]) -> Option<String> {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .ok()?;
-            let about = |p: &&str| {
-                line.contains(&format!(".{p} =")) || line.contains(&format!("\"property\":\"{p}\""))
-            };
-            if properties.iter().any(about) {
-                return Some(line);
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -3,46 +3,20 @@
 //! busy callee ends the call with its 486. sipp calls cusaxd with a delayed offer.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use cusax_tests::{
-    Cusaxd, LossyRelay, PATIENCE, PrivateBus, Testbed, cusaxctl, free_port_block, repo_root, wait_for_exit,
-    write_private,
+    Cusaxd, LossyRelay, PATIENCE, PrivateBus, Testbed, cusaxctl, finish_sipp, free_port_block, repo_root,
+    sipp_command, sipp_uas, write_private,
 };
 use serde_json::Value;
 
-fn sipp(dir: &Path, scenario: &Path, port: u16, args: &[String]) -> Command {
-    let mut command = Command::new("sipp");
-    command
-        .current_dir(dir)
-        .arg("-sf")
-        .arg(scenario)
-        .args(["-nostdin", "-trace_err", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s", "-timeout_error"])
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
-
-/// A sipp UAS registered as carol on its own port, running `scenario` in the background.
-fn carol_uas(testbed: &Testbed, dir: &Path, scenario: &str) -> (Child, u16) {
-    let port = free_port_block(1);
-    let rtp = free_port_block(4);
-    let registrar = format!("127.0.0.1:{}", testbed.port("SIP_PORT"));
-    let register = repo_root().join("tests/testbed/sipp/register_auth.xml");
-    let args: Vec<String> = ["-s", "carol", "-au", "carol", "-ap", "secret-carol", &registrar]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let status = sipp(dir, &register, port, &args).status().unwrap();
-    assert!(status.success(), "sipp could not register carol");
-    let args: Vec<String> =
-        ["-mi", "127.0.0.1", "-mp", &rtp.to_string()].iter().map(|s| s.to_string()).collect();
-    let child = sipp(dir, &repo_root().join("tests/sipp").join(scenario), port, &args).spawn().unwrap();
-    (child, port)
+/// A sipp UAS registered as carol, running `scenario` in the background.
+fn carol_uas(testbed: &Testbed, dir: &Path, scenario: &str) -> Child {
+    let rtp = free_port_block(4).to_string();
+    let args: Vec<String> = ["-mi", "127.0.0.1", "-mp", &rtp].iter().map(|s| s.to_string()).collect();
+    sipp_uas(testbed, dir, "carol", scenario, &args)
 }
 
 /// alice's cusaxd, reaching Kamailio through `proxy_port` (the test bed's, or a relay's).
@@ -89,24 +63,10 @@ fn wait_for_call(bus: &PrivateBus, state: &str) -> Value {
     }
 }
 
-fn finish(mut child: Child, what: &str, dir: &Path) {
-    let (status, _) = wait_for_exit(&mut child, Duration::from_secs(40)).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("{what} did not finish")
-    });
-    let errors: String = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    assert!(status.success(), "{what} failed ({status}):\n{errors}");
-}
-
 fn call_through_a_lossy_relay(drop_once: &[(&str, &str)]) {
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (uas, _) = carol_uas(&testbed, dir.path(), "uas_answer.xml");
+    let uas = carol_uas(&testbed, dir.path(), "uas_answer.xml");
     let kamailio = std::net::SocketAddr::from(([127, 0, 0, 1], testbed.port("SIP_PORT")));
     let relay = LossyRelay::start(kamailio, drop_once).unwrap();
     let (bus, _alice) = alice(relay.port, dir.path());
@@ -114,7 +74,7 @@ fn call_through_a_lossy_relay(drop_once: &[(&str, &str)]) {
     wait_for_call(&bus, "active");
     assert_eq!(relay.dropped().len(), drop_once.len(), "the relay dropped {:?}", relay.dropped());
     assert!(cusaxctl(&bus, &["hangup"]).status.success());
-    finish(uas, "the sipp UAS", dir.path());
+    finish_sipp(uas, "the sipp UAS", dir.path());
 }
 
 #[test]
@@ -132,12 +92,12 @@ fn a_lost_200_is_recovered_by_its_retransmission_and_our_ack() {
 fn a_busy_callee_ends_the_call_with_486() {
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (uas, _) = carol_uas(&testbed, dir.path(), "uas_busy.xml");
+    let uas = carol_uas(&testbed, dir.path(), "uas_busy.xml");
     let (bus, _alice) = alice(testbed.port("SIP_PORT"), dir.path());
     assert!(cusaxctl(&bus, &["call", "sip:carol@127.0.0.1"]).status.success());
     let ended = wait_for_call(&bus, "ended");
     assert_eq!(ended["StateReason"], "busy (486 Busy Here)");
-    finish(uas, "the sipp UAS", dir.path());
+    finish_sipp(uas, "the sipp UAS", dir.path());
 }
 
 #[test]
@@ -153,13 +113,14 @@ fn a_caller_with_a_delayed_offer_gets_our_offer_and_answers_in_the_ack() {
         .map(|s| s.to_string())
         .chain(["-mi".into(), "127.0.0.1".into(), "-mp".into(), rtp.to_string(), proxy])
         .collect();
-    let uac =
-        sipp(dir.path(), &repo_root().join("tests/sipp/uac_late_offer.xml"), port, &args).spawn().unwrap();
+    let uac = sipp_command(dir.path(), &repo_root().join("tests/sipp/uac_late_offer.xml"), port, &args)
+        .spawn()
+        .unwrap();
     wait_for_call(&bus, "incoming");
     assert!(cusaxctl(&bus, &["answer"]).status.success());
     let ended = wait_for_call(&bus, "ended");
     assert_eq!(ended["StateReason"], "the other side hung up");
-    finish(uac, "the sipp UAC", dir.path());
+    finish_sipp(uac, "the sipp UAC", dir.path());
     let log = alice.log_text();
     assert!(log.contains("answering with an offer") && log.contains("media agreed"), "{log}");
 }

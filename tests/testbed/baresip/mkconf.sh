@@ -23,6 +23,12 @@
 #      instead of UDP; TLS needs BARESIP_CAFILE=the registrar's cert (PEM).
 #      NB: after a TCP/TLS run, baresip may fail to re-bind the same ports
 #      for ~60 s (TIME_WAIT): use fresh SIP ports per run.
+#      BARESIP_CODECS=opus/48000/2 (default PCMU,PCMA) picks the codecs; opus
+#      needs a 48 kHz stereo source file (aufile refuses others).
+#      BARESIP_JITTER=0-0 (default 5-10, ms): with a jitter buffer, the last
+#      packets of a stream (a DTMF end packet) stay in it when no RTP follows.
+#      BARESIP_RTCP_MUX=yes offers and accepts rtcp-mux (default no).
+#      BARESIP_SNDFILE=no leaves out the sndfile module (no dumps; benchmarks).
 # Start:  (cd DIR && exec baresip -f . </dev/null >baresip.log 2>&1) &
 set -eu
 if [ $# -lt 7 ]; then sed -n '2,3p' "$0"; exit 2; fi
@@ -61,15 +67,16 @@ audec_format		s16
 audio_buffer		20-160
 rtp_ports		$rtp_ports
 rtp_tos			0
-rtcp_mux		no
-jitter_buffer_delay	5-10
+rtcp_mux		${BARESIP_RTCP_MUX:-no}
+jitter_buffer_delay	${BARESIP_JITTER:-5-10}
 rtp_stats		yes
 module_path		$modpath
 module			g711.so
+module			opus.so
 module			aufile.so
 module			aubridge.so
 module			alsa.so
-module			sndfile.so
+$( [ "${BARESIP_SNDFILE:-yes}" = no ] || printf 'module\t\t\tsndfile.so' )
 module_tmp		account.so
 module_app		menu.so
 module_app		ctrl_tcp.so
@@ -79,7 +86,7 @@ snd_path		.
 CFG
 if [ -n "${BARESIP_CAFILE:-}" ]; then printf 'sip_cafile\t\t%s\n' "$BARESIP_CAFILE" >>"$dir/config"; fi
 cat > "$dir/accounts" <<ACC
-${BARESIP_DISPLAY:+\"$BARESIP_DISPLAY\" }<sip:$user@$registrar$uri_params>;auth_pass=$pass;${outbound}answermode=auto;regint=60;audio_codecs=PCMU,PCMA;mwi=no;pubint=0
+${BARESIP_DISPLAY:+\"$BARESIP_DISPLAY\" }<sip:$user@$registrar$uri_params>;auth_pass=$pass;${outbound}answermode=auto;regint=60;audio_codecs=${BARESIP_CODECS:-PCMU,PCMA};mwi=no;pubint=0
 ACC
 : > "$dir/contacts"
 echo "wrote $dir"
