@@ -106,12 +106,10 @@ fn media_line(properties: &HashMap<String, OwnedValue>) -> String {
         Json::String(s) if s != "none" => s,
         _ => return String::new(),
     };
-    let mut parts = vec![format!("media {state}")];
-    if let Json::String(reason) = json("MediaStateReason")
-        && !reason.is_empty()
-    {
-        parts.push(format!("({reason})"));
-    }
+    let mut parts = vec![match json("MediaStateReason") {
+        Json::String(reason) if !reason.is_empty() => format!("media {state} ({reason})"),
+        _ => format!("media {state}"),
+    }];
     if json("Muted") == Json::Bool(true) {
         parts.push("muted".into());
     }
@@ -122,6 +120,8 @@ fn media_line(properties: &HashMap<String, OwnedValue>) -> String {
             ("packets-sent", "sent"),
             ("packets-received", "received"),
             ("packets-lost", "lost"),
+            ("packets-late", "late"),
+            ("frames-concealed", "concealed"),
             ("jitter-ms", "jitter ms"),
             ("jitter-buffer-ms", "buffer ms"),
             ("rtt-ms", "rtt ms"),

@@ -113,6 +113,8 @@ pub struct CallInfo {
     pub remote_uri: String,
     /// The far end's display name, or "".
     pub remote_name: String,
+    /// We send silence instead of the microphone.
+    pub muted: bool,
     /// What the call's media reports (the SIP actor leaves it default; the hub keeps it).
     pub media: CallMedia,
 }

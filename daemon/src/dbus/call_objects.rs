@@ -9,6 +9,8 @@ use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, OwnedVariant, Variant, interface};
 
 use super::{CusaxError, ROOT_PATH};
+use cusax_protocol::media::dtmf::{MAX_PENDING_DIGITS, event_for_digit};
+
 use crate::hub::{CallInfo, CallState, DaemonStatus, HubHandle};
 use crate::sip::CallId;
 
@@ -100,14 +102,12 @@ impl CallObject {
 
     /// Sends digits (0-9, *, #, A-D; at most 64 queued) as RFC 4733 telephone-events, one
     /// after another. Fails with InvalidArgument for other characters, Failed when the call
-    /// has no media or the peer did not agree to telephone-event.
+    /// has no media, is held, or the peer did not agree to telephone-event.
     async fn send_dtmf(&self, digits: &str) -> Result<(), CusaxError> {
-        if digits.is_empty() || digits.chars().count() > 64 {
-            return Err(CusaxError::InvalidArgument("give 1 to 64 digits".into()));
+        if digits.is_empty() || digits.chars().count() > MAX_PENDING_DIGITS {
+            return Err(CusaxError::InvalidArgument(format!("give 1 to {MAX_PENDING_DIGITS} digits")));
         }
-        if let Some(bad) =
-            digits.chars().find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d'))
-        {
+        if let Some(bad) = digits.chars().find(|c| event_for_digit(*c).is_none()) {
             return Err(CusaxError::InvalidArgument(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)")));
         }
         Ok(self.hub.send_dtmf(self.id, digits.to_owned()).await?)
@@ -117,15 +117,28 @@ impl CallObject {
     #[zbus(signal)]
     pub async fn dtmf_received(emitter: &SignalEmitter<'_>, digits: &str) -> zbus::Result<()>;
 
-    /// Whether we send silence instead of the microphone. Writable.
+    /// Whether we send silence instead of the microphone (DTMF still goes out). Writable,
+    /// also before the media starts.
     #[zbus(property)]
     fn muted(&self) -> bool {
-        self.info(|c| c.media.muted, false)
+        self.info(|c| c.muted, false)
     }
 
     #[zbus(property)]
     async fn set_muted(&mut self, muted: bool) -> Result<(), zbus::fdo::Error> {
-        self.hub.mute(self.id, muted).await.map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+        self.hub.mute(self.id, muted).await.map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        // zbus signals the change with the getter's value once this returns: wait until the
+        // snapshot has it (the publisher leaves Muted to zbus, so it is signalled once).
+        let settled = self
+            .status
+            .clone()
+            .wait_for(|s| s.calls.get(&self.id).is_none_or(|c| c.muted == muted))
+            .await
+            .is_ok();
+        if !settled {
+            return Err(zbus::fdo::Error::Failed("the daemon is shutting down".into()));
+        }
+        Ok(())
     }
 
     /// none (no media yet), active, or failed (a sound device or file could not be used; the
@@ -141,9 +154,9 @@ impl CallObject {
         self.info(|c| c.media.reason.clone(), String::new())
     }
 
-    /// codec (s), packets-sent, packets-received, packets-lost (t), jitter-ms,
-    /// jitter-buffer-ms (u), and rtt-ms (u) once RTCP has measured it. Updated at most once
-    /// a second.
+    /// codec (s), packets-sent, packets-received, packets-lost, packets-late,
+    /// frames-concealed (t), jitter-ms, jitter-buffer-ms (u), and rtt-ms (u) once RTCP has
+    /// measured it. Updated at most once a second.
     #[zbus(property)]
     fn media_stats(&self) -> HashMap<String, OwnedVariant> {
         self.info(
@@ -159,6 +172,8 @@ impl CallObject {
                 put("packets-sent", Variant::from(stats.packets_sent));
                 put("packets-received", Variant::from(stats.packets_received));
                 put("packets-lost", Variant::from(stats.packets_lost));
+                put("packets-late", Variant::from(stats.packets_late));
+                put("frames-concealed", Variant::from(stats.frames_concealed));
                 put("jitter-ms", Variant::from(stats.jitter_ms));
                 put("jitter-buffer-ms", Variant::from(stats.buffer_ms));
                 if let Some(rtt) = stats.rtt_ms {

@@ -178,9 +178,6 @@ async fn publish_calls(
             object.remote_name_changed(emitter).await?;
         }
         if let Some(p) = previous {
-            if p.media.muted != info.media.muted {
-                object.muted_changed(emitter).await?;
-            }
             if p.media.state != info.media.state {
                 object.media_state_changed(emitter).await?;
             }

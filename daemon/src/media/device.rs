@@ -1,5 +1,5 @@
-//! Sound devices through cpal (ALSA, which reaches PulseAudio and PipeWire through their ALSA
-//! plugins). A cpal stream runs its callback on an audio thread of its own; ours only moves
+//! Sound devices through cpal: PulseAudio's native protocol when a server runs (PipeWire
+//! serves it too), else ALSA. A cpal stream runs its callback on an audio thread of its own; ours only moves
 //! samples between that callback and a lock-free ring (ringbuf), mixed down to mono at the
 //! device's rate. The stream itself lives on a small thread of ours, because opening and
 //! closing a device may block and must not stall the runtime. Dropping the capture or
@@ -17,6 +17,8 @@ use super::audio::AudioError;
 
 /// Room in each ring: half a second at 192 kHz, two seconds at 48 kHz.
 const RING_SAMPLES: usize = 96_000;
+/// How long opening a device may take.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const CAPTURE_PERIOD_MS: u32 = 40;
 const PLAYBACK_PERIOD_MS: u32 = 40;
 /// Playback queued beyond this (a slow start, a slow device clock) is cut back to
@@ -108,9 +110,15 @@ async fn open(
             drop(stream);
         })
         .map_err(|e| AudioError::Device { name: label.clone(), reason: format!("no audio thread: {e}") })?;
-    let rate = ready
-        .await
-        .map_err(|_| AudioError::Device { name: label, reason: "the audio thread ended".into() })??;
+    // A device that hangs while opening must not hold the call's media forever; its thread
+    // ends (and the stream closes) whenever the open returns.
+    let rate = match tokio::time::timeout(OPEN_TIMEOUT, ready).await {
+        Ok(Ok(opened)) => opened?,
+        Ok(Err(_)) => {
+            return Err(AudioError::Device { name: label, reason: "the audio thread ended".into() });
+        }
+        Err(_) => return Err(AudioError::Device { name: label, reason: "opening took too long".into() }),
+    };
     Ok((rate, StreamGuard { _stop: stop }))
 }
 
@@ -167,7 +175,10 @@ fn build(
         let what =
             format!("sound device {label} ({})", if kind == Kind::Capture { "capture" } else { "playback" });
         move |e: cpal::Error| {
-            let _ = failures.send(format!("{what}: {e}"));
+            // cpal has already recovered from an xrun (a late period): a glitch, not a failure.
+            if e.kind() != cpal::ErrorKind::Xrun {
+                let _ = failures.send(format!("{what}: {e}"));
+            }
         }
     };
     let latency = PlaybackLatency::at(rate);

@@ -36,12 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-pub use audio::AudioError;
 pub use rtp::RtpSockets;
 
 use crate::config::AudioEndpoint;
 use crate::hub::HubEvent;
-use crate::sip::{CallId, OsEntropy};
+use crate::sip::{CallError, CallId, OsEntropy};
 use audio::{Sink, Source};
 use codec::{Decoder, Encoder};
 use cusax_protocol::sip::registration::Entropy;
@@ -54,6 +53,11 @@ const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest datagram we read: anything larger is not audio we negotiated.
 const MAX_DATAGRAM: usize = 2048;
+/// Symmetric RTP moves to a new source address only after the current one has been silent
+/// this long and the new one sent this many packets in a row: a stranger guessing our port
+/// cannot take the stream over (strict RTP, as Asterisk's `strictrtp`).
+const SOURCE_SILENT: Duration = Duration::from_secs(1);
+const SOURCE_PROBATION: u32 = 5;
 
 /// What a call's media is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,7 +86,6 @@ pub struct CallMedia {
     pub state: MediaState,
     /// Why the media failed, for people; empty otherwise.
     pub reason: String,
-    pub muted: bool,
     pub stats: MediaStats,
 }
 
@@ -92,6 +95,10 @@ pub struct MediaStats {
     pub packets_sent: u64,
     pub packets_received: u64,
     pub packets_lost: u64,
+    /// Packets that came after their turn to play (dropped by the jitter buffer).
+    pub packets_late: u64,
+    /// Frames played from concealment (Opus FEC or PLC, G.711 repetition).
+    pub frames_concealed: u64,
     pub jitter_ms: u32,
     pub buffer_ms: u32,
     /// From RTCP, once the peer has reported on our stream.
@@ -105,13 +112,14 @@ pub struct MediaConfig {
     pub output: AudioEndpoint,
     /// Our RTCP CNAME (RFC 7022: random per session is fine and leaks nothing).
     pub cname: String,
+    pub muted: bool,
 }
 
 #[derive(Debug)]
 enum MediaCommand {
     Update(Negotiated),
     Mute(bool),
-    SendDtmf { digits: String, reply: oneshot::Sender<Result<(), String>> },
+    SendDtmf { digits: String, reply: oneshot::Sender<Result<(), CallError>> },
 }
 
 /// The SIP actor's hold on a call's media; dropping it stops the media.
@@ -130,13 +138,14 @@ impl MediaHandle {
         let _ = self.commands.send(MediaCommand::Mute(muted));
     }
 
-    /// Queues digits (0-9, *, #, A-D) as RFC 4733 events.
-    pub async fn send_dtmf(&self, digits: String) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(MediaCommand::SendDtmf { digits, reply })
-            .map_err(|_| "the call's media has stopped".to_owned())?;
-        answer.await.map_err(|_| "the call's media has stopped".to_owned())?
+    /// Queues digits (0-9, *, #, A-D) as RFC 4733 events; the media task answers `reply`
+    /// itself, so that nobody waits on it while it opens a device.
+    pub fn send_dtmf(&self, digits: String, reply: oneshot::Sender<Result<(), CallError>>) {
+        if let Err(mpsc::error::SendError(MediaCommand::SendDtmf { reply, .. })) =
+            self.commands.send(MediaCommand::SendDtmf { digits, reply })
+        {
+            let _ = reply.send(Err(CallError::Failed("the call's media has stopped".into())));
+        }
     }
 }
 
@@ -162,7 +171,14 @@ pub fn start(
     MediaHandle { commands: commands_tx }
 }
 
-/// The codec-dependent part of a call's media: rebuilt when a re-INVITE changes the codec.
+/// Two agreements use the same codec when its name and clock match: a peer may renumber
+/// the payload type in a session refresh.
+fn same_codec(a: &Codec, b: &Codec) -> bool {
+    a.name.eq_ignore_ascii_case(b.name) && a.clock_rate == b.clock_rate
+}
+
+/// The part of a call's media that depends on the codec's clock: rebuilt when a re-INVITE
+/// changes the codec (source and sink only when the rate changes too).
 struct Pipeline {
     codec: Codec,
     /// Samples per frame at the codec's rate.
@@ -185,16 +201,8 @@ impl Pipeline {
         config: &MediaConfig,
         failures: mpsc::UnboundedSender<String>,
     ) -> Pipeline {
-        let codec = &agreed.codec;
-        let rate = codec.clock_rate;
+        let rate = agreed.codec.clock_rate;
         let mut failure = None;
-        let (encoder, decoder) = match (Encoder::new(codec), Decoder::new(codec)) {
-            (Ok(e), Ok(d)) => (Some(e), Some(d)),
-            (Err(e), _) | (_, Err(e)) => {
-                failure = Some(e.to_string());
-                (None, None)
-            }
-        };
         let source = Source::open(&config.input, rate, failures.clone()).await.unwrap_or_else(|e| {
             warn!(error = %e, "no audio source; sending silence");
             failure.get_or_insert(e.to_string());
@@ -205,20 +213,84 @@ impl Pipeline {
             failure.get_or_insert(e.to_string());
             Sink::Null
         });
-        let frame_ms = FRAME.as_millis() as u32;
-        Pipeline {
-            codec: *codec,
+        let mut pipeline = Pipeline {
+            codec: agreed.codec,
             frame: (rate / 50) as usize,
-            encoder,
-            decoder,
+            encoder: None,
+            decoder: None,
             source,
             sink,
             jitter: JitterBuffer::new(JitterConfig::new(rate)),
             reception: ReceiveStats::new(rate),
-            // Durations count in the events' own clock (RFC 4733 section 2.5.1.3).
-            dtmf_out: DtmfSender::new(agreed.dtmf_clock_rate, frame_ms),
+            dtmf_out: DtmfSender::new(agreed.dtmf_clock_rate, FRAME.as_millis() as u32),
             dtmf_in: DtmfReceiver::new(),
             failure,
+        };
+        pipeline.new_codec(agreed);
+        pipeline
+    }
+
+    /// Codec state for `agreed`'s codec at the same clock rate.
+    fn new_codec(&mut self, agreed: &Negotiated) {
+        let codec = &agreed.codec;
+        self.codec = *codec;
+        (self.encoder, self.decoder) = match (Encoder::new(codec), Decoder::new(codec)) {
+            (Ok(e), Ok(d)) => (Some(e), Some(d)),
+            (Err(e), _) | (_, Err(e)) => {
+                self.failure.get_or_insert(e.to_string());
+                (None, None)
+            }
+        };
+        self.jitter.reset();
+        self.dtmf_in.reset();
+        // Durations count in the events' own clock (RFC 4733 section 2.5.1.3).
+        self.dtmf_out = DtmfSender::new(agreed.dtmf_clock_rate, FRAME.as_millis() as u32);
+    }
+}
+
+/// The peer's media source we follow, and one that would replace it.
+#[derive(Debug, Default)]
+struct PeerSource {
+    current: Option<(SocketAddr, u32)>,
+    /// When the current source last sent.
+    heard: Duration,
+    /// A different address sending: how many packets in a row.
+    candidate: Option<(SocketAddr, u32)>,
+}
+
+impl PeerSource {
+    /// Whether a packet from `from` with `ssrc` is the peer's; `true` means it is (and
+    /// tells the caller to send there from now on when it is new).
+    fn accept(&mut self, from: SocketAddr, ssrc: u32, now: Duration) -> bool {
+        match self.current {
+            Some((address, _)) if address == from => {
+                // The same address with a new SSRC is the peer restarting its stream.
+                self.current = Some((from, ssrc));
+                self.heard = now;
+                self.candidate = None;
+                true
+            }
+            Some(_) if now.saturating_sub(self.heard) < SOURCE_SILENT => false,
+            Some(_) => {
+                let count = match self.candidate {
+                    Some((address, count)) if address == from => count + 1,
+                    _ => 1,
+                };
+                self.candidate = Some((from, count));
+                if count < SOURCE_PROBATION {
+                    return false;
+                }
+                debug!(%from, "RTP peer moved");
+                self.current = Some((from, ssrc));
+                self.heard = now;
+                self.candidate = None;
+                true
+            }
+            None => {
+                self.current = Some((from, ssrc));
+                self.heard = now;
+                true
+            }
         }
     }
 }
@@ -232,16 +304,21 @@ struct MediaSession {
     pipeline: Pipeline,
     failures: mpsc::UnboundedSender<String>,
     sender: rtp::RtpSender,
-    /// Where we send RTP and RTCP: from the SDP, then from where the peer's packets come
-    /// (symmetric RTP, RFC 4961).
+    /// Where we send RTP and RTCP: from the SDP, then where the peer's packets come from
+    /// (symmetric RTP, RFC 4961), under `PeerSource`'s rules.
     remote: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
+    peer: PeerSource,
     timestamp: u32,
     /// The next audio packet starts a talk spurt (RFC 3551 section 4.1: marker bit).
     spurt: bool,
     started: Instant,
+    clock: tokio::time::Interval,
     rtt: Option<Duration>,
+    muted: bool,
     status: CallMedia,
+    /// The peer sends packets longer than our 20 ms frames; said once.
+    warned_ptime: bool,
     /// Scratch buffers, reused every frame.
     pcm: Vec<i16>,
     encoded: Vec<u8>,
@@ -259,17 +336,16 @@ impl MediaSession {
     ) -> Self {
         let mut bytes = [0u8; 4];
         OsEntropy.fill(&mut bytes);
-        let status = CallMedia {
-            state: if pipeline.failure.is_some() { MediaState::Failed } else { MediaState::Active },
-            reason: pipeline.failure.clone().unwrap_or_default(),
-            ..CallMedia::default()
-        };
-        Self {
+        let mut clock = tokio::time::interval(FRAME);
+        clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut session = Self {
             call,
             events,
+            muted: config.muted,
             config,
             remote: agreed.remote,
             remote_rtcp: rtcp_address(&agreed),
+            peer: PeerSource::default(),
             sockets,
             agreed,
             pipeline,
@@ -278,11 +354,21 @@ impl MediaSession {
             timestamp: u32::from_be_bytes(bytes),
             spurt: true,
             started: Instant::now(),
+            clock,
             rtt: None,
-            status,
+            status: CallMedia::default(),
+            warned_ptime: false,
             pcm: Vec::new(),
             encoded: Vec::new(),
-        }
+        };
+        session.status_from_pipeline();
+        session
+    }
+
+    fn status_from_pipeline(&mut self) {
+        self.status.state =
+            if self.pipeline.failure.is_some() { MediaState::Failed } else { MediaState::Active };
+        self.status.reason = self.pipeline.failure.clone().unwrap_or_default();
     }
 
     async fn run(
@@ -290,11 +376,9 @@ impl MediaSession {
         mut commands: mpsc::UnboundedReceiver<MediaCommand>,
         mut failures: mpsc::UnboundedReceiver<String>,
     ) {
-        info!(codec = self.pipeline.codec.name, remote = ?self.remote, "media started");
+        info!(codec = self.pipeline.codec.name, remote = ?self.remote, rtcp_mux = self.agreed.rtcp_mux, "media started");
         self.discard_backlog();
         self.publish();
-        let mut clock = tokio::time::interval(FRAME);
-        clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let mut next_rtcp = Instant::now() + RTCP_INTERVAL / 2;
         let mut next_stats = Instant::now() + STATS_INTERVAL;
         let mut rtp_buffer = vec![0u8; MAX_DATAGRAM];
@@ -321,7 +405,7 @@ impl MediaSession {
                     self.status.reason = reason;
                     self.publish();
                 }
-                _ = clock.tick() => {
+                _ = self.clock.tick() => {
                     self.on_frame().await;
                     let now = Instant::now();
                     if now >= next_rtcp {
@@ -336,48 +420,58 @@ impl MediaSession {
             }
         }
         self.send_rtcp(true).await;
-        let pipeline = std::mem::replace(&mut self.pipeline.sink, Sink::Null);
-        pipeline.close();
+        std::mem::replace(&mut self.pipeline.sink, Sink::Null).close();
         info!(sent = self.sender.packets, received = self.pipeline.reception.received(), "media stopped");
     }
 
     async fn on_command(&mut self, command: MediaCommand) {
         match command {
-            MediaCommand::Update(agreed) => {
-                let codec_changed = agreed.codec != self.agreed.codec;
-                if agreed.remote != self.agreed.remote {
-                    self.remote = agreed.remote;
-                    self.remote_rtcp = rtcp_address(&agreed);
-                }
-                if agreed.rtcp_mux != self.agreed.rtcp_mux {
-                    self.remote_rtcp = rtcp_address(&agreed);
-                }
-                self.agreed = agreed;
-                if codec_changed {
-                    info!(codec = self.agreed.codec.name, "codec changed");
-                    let old = std::mem::replace(&mut self.pipeline.sink, Sink::Null);
-                    old.close();
-                    self.pipeline = Pipeline::open(&self.agreed, &self.config, self.failures.clone()).await;
-                    self.discard_backlog();
-                }
-                self.spurt = true;
-                self.publish();
-            }
-            MediaCommand::Mute(muted) => {
-                self.status.muted = muted;
-                self.publish();
-            }
+            MediaCommand::Update(agreed) => self.update(agreed).await,
+            MediaCommand::Mute(muted) => self.muted = muted,
             MediaCommand::SendDtmf { digits, reply } => {
                 let result = if self.agreed.dtmf_payload_type.is_none() {
                     Err("the peer did not agree to telephone-event (RFC 4733)".to_owned())
-                } else if !self.sends() {
-                    Err("the call's media is not sending (held or declined)".to_owned())
+                } else if self.agreed.direction != Direction::SendRecv {
+                    Err("the call is on hold".to_owned())
                 } else {
                     self.pipeline.dtmf_out.queue(&digits).map_err(|e| e.to_string())
                 };
-                let _ = reply.send(result);
+                let _ = reply.send(result.map_err(CallError::Failed));
             }
         }
+    }
+
+    async fn update(&mut self, agreed: Negotiated) {
+        if agreed.remote != self.agreed.remote || agreed.rtcp_mux != self.agreed.rtcp_mux {
+            self.remote = agreed.remote;
+            self.remote_rtcp = rtcp_address(&agreed);
+            self.peer = PeerSource::default();
+        }
+        if agreed.direction != Direction::SendRecv {
+            // Digits queued for a call that goes on hold would play, stale, after resume.
+            self.pipeline.dtmf_out = DtmfSender::new(agreed.dtmf_clock_rate, FRAME.as_millis() as u32);
+        }
+        let rate_changed = agreed.codec.clock_rate != self.pipeline.codec.clock_rate;
+        if rate_changed {
+            info!(codec = agreed.codec.name, "codec changed; reopening audio at its rate");
+            std::mem::replace(&mut self.pipeline.sink, Sink::Null).close();
+            self.pipeline.source = Source::Null;
+            self.pipeline = Pipeline::open(&agreed, &self.config, self.failures.clone()).await;
+            // A new clock rate is a new RTP stream (RFC 3550 section 5.1).
+            self.sender = rtp::RtpSender::new();
+            self.discard_backlog();
+            self.clock.reset();
+            self.status_from_pipeline();
+        } else if !same_codec(&agreed.codec, &self.pipeline.codec) {
+            info!(codec = agreed.codec.name, "codec changed");
+            self.pipeline.new_codec(&agreed);
+            self.status_from_pipeline();
+        } else {
+            self.pipeline.codec.payload_type = agreed.codec.payload_type;
+        }
+        self.agreed = agreed;
+        self.spurt = true;
+        self.publish();
     }
 
     /// Packets that queued up while a device or file opened are stale: played now they would
@@ -411,7 +505,7 @@ impl MediaSession {
             let packet = match (event, self.agreed.dtmf_payload_type) {
                 (Some(event), Some(pt)) => {
                     self.spurt = true;
-                    Some(self.sender.packet(pt, event.marker, event.timestamp, &event.payload))
+                    Some(self.sender.event_packet(pt, event.marker, event.timestamp, &event.payload))
                 }
                 _ => self.audio_packet(timestamp),
             };
@@ -421,8 +515,12 @@ impl MediaSession {
                 debug!(error = %e, "RTP not sent");
             }
         }
-        let now = self.started.elapsed();
-        let playout = self.pipeline.jitter.pop(now);
+        self.play_frame();
+    }
+
+    fn play_frame(&mut self) {
+        let frame = self.pipeline.frame;
+        let playout = self.pipeline.jitter.pop(self.started.elapsed());
         let Some(decoder) = self.pipeline.decoder.as_mut() else { return };
         match playout {
             Playout::Frame(payload) => {
@@ -431,11 +529,17 @@ impl MediaSession {
                 }
             }
             Playout::Conceal => decoder.conceal(self.pipeline.jitter.next_payload(), frame, &mut self.pcm),
-            Playout::Silence => {
-                self.pcm.clear();
-                self.pcm.resize(frame, 0);
-            }
+            Playout::Silence => self.pcm.clear(),
         }
+        if self.pcm.len() > frame && !self.warned_ptime {
+            self.warned_ptime = true;
+            warn!(
+                samples = self.pcm.len(),
+                frame, "the peer sends packets longer than 20 ms; playing 20 ms of each"
+            );
+        }
+        // The sink runs on our clock: one frame per tick, whatever the peer's packet time.
+        self.pcm.resize(frame, 0);
         if !self.plays() {
             self.pcm.fill(0);
         }
@@ -447,7 +551,8 @@ impl MediaSession {
     }
 
     fn audio_packet(&mut self, timestamp: u32) -> Option<Vec<u8>> {
-        if self.status.muted {
+        // On hold (we send, they do not) the far end gets silence, not our microphone.
+        if self.muted || self.agreed.direction == Direction::SendOnly {
             self.pcm.fill(0);
         }
         let encoder = self.pipeline.encoder.as_mut()?;
@@ -456,7 +561,7 @@ impl MediaSession {
             return None;
         }
         let marker = std::mem::take(&mut self.spurt);
-        Some(self.sender.packet(self.pipeline.codec.payload_type, marker, timestamp, &self.encoded))
+        Some(self.sender.audio_packet(self.pipeline.codec.payload_type, marker, timestamp, &self.encoded))
     }
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
@@ -469,28 +574,31 @@ impl MediaSession {
         if pt != self.pipeline.codec.payload_type && !is_dtmf {
             return;
         }
-        // Symmetric RTP: answer to where the peer really is (behind a NAT, say), but only
-        // once it has sent what we agreed on.
+        let now = self.started.elapsed();
+        let header = &packet.header;
+        if !self.peer.accept(from, header.ssrc, now) {
+            return;
+        }
         if self.remote != Some(from) {
-            debug!(%from, "RTP peer moved");
             self.remote = Some(from);
             if self.agreed.rtcp_mux {
                 self.remote_rtcp = Some(from);
             }
         }
-        let now = self.started.elapsed();
-        let header = &packet.header;
         match self.pipeline.reception.on_packet(header.ssrc, header.sequence_number, header.timestamp, now) {
             PacketVerdict::Duplicate => return,
             PacketVerdict::SourceChanged => {
                 debug!("new RTP source");
                 self.pipeline.jitter.reset();
-                self.pipeline.dtmf_in = DtmfReceiver::new();
+                self.pipeline.dtmf_in.reset();
             }
             PacketVerdict::New | PacketVerdict::Probation => {}
         }
         if is_dtmf {
-            if let Ok(Some(digit)) = self.pipeline.dtmf_in.on_packet(header.timestamp, &packet.payload) {
+            if let Ok(Some(digit)) = self.pipeline.dtmf_in.on_packet(header.timestamp, &packet.payload)
+                && self.plays()
+            {
+                // Digits may be PINs: never above debug.
                 debug!(%digit, "DTMF received");
                 let _ = self.events.send(HubEvent::Dtmf { id: self.call, digit });
             }
@@ -503,8 +611,16 @@ impl MediaSession {
         if !rtp::is_rtcp(datagram) {
             return;
         }
+        // Reports count only from the peer we follow, about the source we follow.
+        let Some((peer, ssrc)) = self.peer.current else { return };
+        if from.ip() != peer.ip() {
+            return;
+        }
         let reading = rtp::read_rtcp(datagram, self.sender.ssrc);
-        if !self.agreed.rtcp_mux && self.remote_rtcp != Some(from) && reading.sender_report.is_some() {
+        if reading.sender != Some(ssrc) {
+            return;
+        }
+        if !self.agreed.rtcp_mux {
             self.remote_rtcp = Some(from);
         }
         let now = self.started.elapsed();
@@ -521,14 +637,15 @@ impl MediaSession {
     async fn send_rtcp(&mut self, bye: bool) {
         let Some(to) = self.remote_rtcp else { return };
         let block = self.pipeline.reception.report_block(self.started.elapsed());
-        let packet = rtp::compound_report(&self.sender, block, &self.config.cname, bye);
+        let packet =
+            self.sender.compound_report(block, &self.config.cname, self.pipeline.codec.clock_rate, bye);
         let socket = if self.agreed.rtcp_mux { &self.sockets.rtp } else { &self.sockets.rtcp };
         if let Err(e) = socket.send_to(&packet, to).await {
             debug!(error = %e, "RTCP not sent");
         }
     }
 
-    /// Tells the hub what the media is doing, when that changed.
+    /// Tells the hub what the media is doing (the hub drops what did not change).
     fn publish(&mut self) {
         let reception = &self.pipeline.reception;
         let jitter = self.pipeline.jitter.stats();
@@ -537,6 +654,8 @@ impl MediaSession {
             packets_sent: u64::from(self.sender.packets),
             packets_received: reception.received(),
             packets_lost: u64::try_from(reception.cumulative_lost()).unwrap_or(0),
+            packets_late: jitter.late,
+            frames_concealed: jitter.concealed,
             jitter_ms: reception.jitter_ms().round() as u32,
             buffer_ms: jitter.target_delay_ms,
             rtt_ms: self.rtt.map(|d| d.as_millis() as u32),
@@ -561,4 +680,35 @@ fn rtcp_interval() -> Duration {
     let mut byte = [0u8];
     OsEntropy.fill(&mut byte);
     RTCP_INTERVAL / 2 + RTCP_INTERVAL * u32::from(byte[0]) / 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_stranger_cannot_take_the_stream_over() {
+        let mut peer = PeerSource::default();
+        let ms = Duration::from_millis;
+        assert!(peer.accept(at(4000), 1, ms(0)));
+        // Packets from elsewhere while the peer talks are dropped, however many.
+        for i in 0..50 {
+            assert!(!peer.accept(at(6666), 9, ms(10 + i * 20)));
+            assert!(peer.accept(at(4000), 1, ms(20 + i * 20)));
+        }
+        // The peer restarting its stream on the same address is fine.
+        assert!(peer.accept(at(4000), 2, ms(1_100)));
+        // The peer falls silent (it moved behind a NAT): a new address takes over only after
+        // a run of packets.
+        let quiet = ms(1_100) + SOURCE_SILENT;
+        for i in 0..SOURCE_PROBATION - 1 {
+            assert!(!peer.accept(at(5000), 3, quiet + ms(u64::from(i) * 20)));
+        }
+        assert!(peer.accept(at(5000), 3, quiet + ms(100)));
+        assert!(!peer.accept(at(4000), 2, quiet + ms(120)));
+    }
 }

@@ -39,7 +39,9 @@ impl RtpSockets {
     /// Binds an even port and the odd one after it, at random within `range` so that
     /// consecutive calls do not reuse a port a late packet may still reach.
     pub async fn reserve(ip: IpAddr, range: &RangeInclusive<u16>) -> std::io::Result<RtpSockets> {
-        let (low, high) = (*range.start() & !1, *range.end());
+        // The first even port in the range (RTP takes even ports, RFC 3550 section 11).
+        let low = range.start().checked_add(range.start() % 2).unwrap_or(u16::MAX);
+        let high = *range.end();
         let pairs = u32::from(high.saturating_sub(low).saturating_add(1)) / 2;
         if pairs == 0 {
             return Err(std::io::Error::other("the RTP port range holds no port pair"));
@@ -95,8 +97,12 @@ pub struct RtpSender {
     sequence: u16,
     pub packets: u32,
     pub octets: u32,
-    /// The RTP timestamp and wall-clock time of the last packet, for the sender report.
-    last: Option<(u32, SystemTime)>,
+    /// The RTP timestamp of the last audio packet and when it was sent: a sender report
+    /// extrapolates "now" from it (telephone-events keep their start timestamp, so they
+    /// would skew it).
+    last_audio: Option<(u32, std::time::Instant)>,
+    /// Sent since the last report: the next one is an SR, else an RR (RFC 3550 6.4).
+    sent_since_report: bool,
 }
 
 impl RtpSender {
@@ -108,11 +114,33 @@ impl RtpSender {
             sequence: u16::from_be_bytes([bytes[4], bytes[5]]),
             packets: 0,
             octets: 0,
-            last: None,
+            last_audio: None,
+            sent_since_report: false,
         }
     }
 
-    pub fn packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    pub fn audio_packet(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        self.last_audio = Some((timestamp, std::time::Instant::now()));
+        self.packet(payload_type, marker, timestamp, payload)
+    }
+
+    pub fn event_packet(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        self.packet(payload_type, marker, timestamp, payload)
+    }
+
+    fn packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
         let header = Header {
             version: 2,
             marker,
@@ -125,20 +153,78 @@ impl RtpSender {
         self.sequence = self.sequence.wrapping_add(1);
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
-        self.last = Some((timestamp, SystemTime::now()));
+        self.sent_since_report = true;
         let packet = Packet { header, payload: Bytes::copy_from_slice(payload) };
         packet.marshal().map(|b| b.to_vec()).unwrap_or_default()
+    }
+
+    /// A compound report: an SR when we sent since the last report (its NTP time now, its
+    /// RTP time extrapolated at `clock_rate`), else an RR; our reception report; SDES with
+    /// our CNAME; and BYE when we leave.
+    pub fn compound_report(
+        &mut self,
+        block: Option<ReportBlock>,
+        cname: &str,
+        clock_rate: u32,
+        bye: bool,
+    ) -> Vec<u8> {
+        let reports: Vec<ReceptionReport> = block
+            .map(|b| ReceptionReport {
+                ssrc: b.ssrc,
+                fraction_lost: b.fraction_lost,
+                total_lost: b.total_lost,
+                last_sequence_number: b.extended_highest,
+                jitter: b.jitter,
+                last_sender_report: b.last_sr,
+                delay: b.delay_since_last_sr,
+            })
+            .into_iter()
+            .collect();
+        let mut packets: Vec<Box<dyn RtcpPacket>> = Vec::new();
+        match self.last_audio.filter(|_| std::mem::take(&mut self.sent_since_report)) {
+            Some((timestamp, at)) => {
+                let elapsed = at.elapsed().as_secs_f64() * f64::from(clock_rate);
+                packets.push(Box::new(SenderReport {
+                    ssrc: self.ssrc,
+                    ntp_time: ntp_time(SystemTime::now()),
+                    rtp_time: timestamp.wrapping_add(elapsed as u32),
+                    packet_count: self.packets,
+                    octet_count: self.octets,
+                    reports,
+                    profile_extensions: Bytes::new(),
+                }));
+            }
+            None => packets.push(Box::new(ReceiverReport {
+                ssrc: self.ssrc,
+                reports,
+                profile_extensions: Bytes::new(),
+            })),
+        }
+        packets.push(Box::new(SourceDescription {
+            chunks: vec![SourceDescriptionChunk {
+                source: self.ssrc,
+                items: vec![SourceDescriptionItem {
+                    sdes_type: SdesType::SdesCname,
+                    text: Bytes::copy_from_slice(cname.as_bytes()),
+                }],
+            }],
+        }));
+        if bye {
+            packets.push(Box::new(Goodbye { sources: vec![self.ssrc], reason: Bytes::new() }));
+        }
+        rtc_rtcp::packet::marshal(&packets).map(|b| b.to_vec()).unwrap_or_default()
     }
 }
 
 /// What an RTCP compound packet told us.
 #[derive(Debug, Default)]
 pub struct RtcpReading {
+    /// Who reported (the SSRC of its SR or RR).
+    pub sender: Option<u32>,
     /// The middle 32 bits of a sender report's NTP time, to echo as LSR.
     pub sender_report: Option<u32>,
     /// A report block about our stream.
     pub about_us: Option<ReceptionReport>,
-    pub bye: bool,
 }
 
 pub fn read_rtcp(datagram: &[u8], our_ssrc: u32) -> RtcpReading {
@@ -148,14 +234,13 @@ pub fn read_rtcp(datagram: &[u8], our_ssrc: u32) -> RtcpReading {
     for packet in &packets {
         let any = packet.as_any();
         let blocks = if let Some(sr) = any.downcast_ref::<SenderReport>() {
-            reading.sender_report = Some((sr.ntp_time >> 16) as u32);
+            reading.sender = Some(sr.ssrc);
+            reading.sender_report = Some(ntp_middle32(sr.ntp_time >> 32, sr.ntp_time as u32));
             sr.reports.as_slice()
         } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            reading.sender = Some(rr.ssrc);
             rr.reports.as_slice()
         } else {
-            if any.downcast_ref::<Goodbye>().is_some() {
-                reading.bye = true;
-            }
             &[]
         };
         if let Some(block) = blocks.iter().find(|b| b.ssrc == our_ssrc) {
@@ -163,57 +248,6 @@ pub fn read_rtcp(datagram: &[u8], our_ssrc: u32) -> RtcpReading {
         }
     }
     reading
-}
-
-/// A compound report: SR when we have sent since the last one (else RR), our reception
-/// report, and SDES with our CNAME; plus BYE when we leave.
-pub fn compound_report(sender: &RtpSender, block: Option<ReportBlock>, cname: &str, bye: bool) -> Vec<u8> {
-    let reports: Vec<ReceptionReport> = block
-        .map(|b| ReceptionReport {
-            ssrc: b.ssrc,
-            fraction_lost: b.fraction_lost,
-            total_lost: b.total_lost,
-            last_sequence_number: b.extended_highest,
-            jitter: b.jitter,
-            last_sender_report: b.last_sr,
-            delay: b.delay_since_last_sr,
-        })
-        .into_iter()
-        .collect();
-    let mut packets: Vec<Box<dyn RtcpPacket>> = Vec::new();
-    match sender.last {
-        Some((timestamp, at)) => {
-            // The RTP time of "now", extrapolated from the last packet at the stream's rate
-            // would need the clock rate; the last packet's own pair is exact and allowed.
-            packets.push(Box::new(SenderReport {
-                ssrc: sender.ssrc,
-                ntp_time: ntp_time(at),
-                rtp_time: timestamp,
-                packet_count: sender.packets,
-                octet_count: sender.octets,
-                reports,
-                profile_extensions: Bytes::new(),
-            }));
-        }
-        None => packets.push(Box::new(ReceiverReport {
-            ssrc: sender.ssrc,
-            reports,
-            profile_extensions: Bytes::new(),
-        })),
-    }
-    packets.push(Box::new(SourceDescription {
-        chunks: vec![SourceDescriptionChunk {
-            source: sender.ssrc,
-            items: vec![SourceDescriptionItem {
-                sdes_type: SdesType::SdesCname,
-                text: Bytes::copy_from_slice(cname.as_bytes()),
-            }],
-        }],
-    }));
-    if bye {
-        packets.push(Box::new(Goodbye { sources: vec![sender.ssrc], reason: Bytes::new() }));
-    }
-    rtc_rtcp::packet::marshal(&packets).map(|b| b.to_vec()).unwrap_or_default()
 }
 
 /// The 64-bit NTP time (seconds since 1900 and a binary fraction) of a wall-clock instant.
@@ -237,7 +271,7 @@ mod tests {
     #[test]
     fn a_packet_reads_back() {
         let mut sender = RtpSender::new();
-        let bytes = sender.packet(0, true, 1234, &[0xFF; 160]);
+        let bytes = sender.audio_packet(0, true, 1234, &[0xFF; 160]);
         assert_eq!(bytes.len(), 172);
         assert!(!is_rtcp(&bytes));
         let read = parse_rtp(&bytes).unwrap();
@@ -251,7 +285,10 @@ mod tests {
     #[test]
     fn a_report_reads_back_with_the_block_about_us() {
         let mut sender = RtpSender::new();
-        sender.packet(0, false, 1, &[0; 160]);
+        // Nothing sent yet: a receiver report.
+        let rr = read_rtcp(&sender.compound_report(None, "c", 8000, false), 77);
+        assert_eq!((rr.sender, rr.sender_report), (Some(sender.ssrc), None));
+        sender.audio_packet(0, false, 1, &[0; 160]);
         let block = ReportBlock {
             ssrc: 77,
             fraction_lost: 12,
@@ -261,11 +298,12 @@ mod tests {
             last_sr: 9,
             delay_since_last_sr: 65_536,
         };
-        let bytes = compound_report(&sender, Some(block), "cusaxd@host", true);
+        let bytes = sender.compound_report(Some(block), "cusaxd@host", 8000, true);
         assert!(is_rtcp(&bytes));
         let reading = read_rtcp(&bytes, 77);
         assert!(reading.sender_report.is_some());
-        assert!(reading.bye);
+        // Nothing sent since: the next one is a receiver report again.
+        assert!(read_rtcp(&sender.compound_report(None, "c", 8000, false), 77).sender_report.is_none());
         let about = reading.about_us.unwrap();
         assert_eq!((about.fraction_lost, about.total_lost, about.jitter), (12, 3, 40));
         assert!(read_rtcp(b"\x80\xc8garbage", 77).about_us.is_none());

@@ -223,8 +223,12 @@ struct CallEntry {
     /// The RTP address our SDP names.
     rtp_address: SocketAddr,
     media: MediaSlot,
-    /// Muted before the media started: applied when it does.
+    /// Sending silence instead of the microphone (also before the media starts).
     muted: bool,
+    /// Why the call is in its state, as last reported.
+    reason: String,
+    /// The codec preference when the call began: a reload does not change a running call.
+    codecs: Vec<Codec>,
     origin: SdpOrigin,
     /// An incoming call's offer, answered when the user answers.
     remote_offer: Option<Vec<u8>>,
@@ -232,6 +236,21 @@ struct CallEntry {
     held_here: bool,
     /// When the call ended; its machine is kept [`ENDED_GRACE`] for late messages.
     ended_at: Option<Instant>,
+}
+
+impl CallEntry {
+    /// What the hub shows of the call (the hub adds the media's part).
+    fn info(&self, state: CallState) -> CallInfo {
+        CallInfo {
+            state,
+            reason: self.reason.clone(),
+            direction: self.direction,
+            remote_uri: self.call.remote_uri().to_owned(),
+            remote_name: self.call.remote_name().to_owned(),
+            muted: self.muted,
+            media: Default::default(),
+        }
+    }
 }
 
 impl SipActor {
@@ -287,7 +306,7 @@ impl SipActor {
                 let _ = reply.send(self.mute(call, muted));
             }
             SipCommand::Call(CallCommand::SendDtmf { call, digits, reply }) => {
-                let _ = reply.send(self.send_dtmf(call, digits).await);
+                self.send_dtmf(call, digits, reply)
             }
             SipCommand::Shutdown { .. } => {}
         }
@@ -391,6 +410,8 @@ impl SipActor {
                 rtp_address,
                 media: MediaSlot::Reserved(sockets),
                 muted: false,
+                reason: String::new(),
+                codecs: self.codecs.clone(),
                 origin,
                 remote_offer: None,
                 held_here: false,
@@ -402,7 +423,6 @@ impl SipActor {
     }
 
     async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
-        let codecs = self.codecs.clone();
         let session = self.session.as_mut().ok_or(CallError::NotFound)?;
         let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
         if entry.call.state() != CallState::Incoming {
@@ -412,7 +432,7 @@ impl SipActor {
             )));
         }
         let now = std::time::Instant::now();
-        let local = local_audio(entry.rtp_address, codecs);
+        let local = local_audio(entry.rtp_address, entry.codecs.clone());
         let Some(offer) = entry.remote_offer.clone() else {
             // A delayed offer (RFC 3261 13.2.1): our 200 offers, the ACK will answer.
             let offer = sdp::offer(&mut entry.origin, &local);
@@ -444,15 +464,21 @@ impl SipActor {
         if let MediaSlot::Running(media) = &entry.media {
             media.mute(muted);
         }
+        let _ = self.events.send(HubEvent::Call { id, info: entry.info(entry.call.state()) });
         Ok(())
     }
 
-    async fn send_dtmf(&mut self, id: CallId, digits: String) -> Result<(), CallError> {
-        let session = self.session.as_mut().ok_or(CallError::NotFound)?;
-        let entry = session.calls.get(&id).filter(|e| e.ended_at.is_none()).ok_or(CallError::NotFound)?;
-        match &entry.media {
-            MediaSlot::Running(media) => media.send_dtmf(digits).await.map_err(CallError::Failed),
-            _ => Err(CallError::Failed("the call has no media yet".into())),
+    /// The media task answers `reply` itself: the actor never waits on it.
+    fn send_dtmf(&mut self, id: CallId, digits: String, reply: oneshot::Sender<Result<(), CallError>>) {
+        let entry = self.session.as_mut().and_then(|s| s.calls.get(&id)).filter(|e| e.ended_at.is_none());
+        match entry.map(|e| &e.media) {
+            Some(MediaSlot::Running(media)) => media.send_dtmf(digits, reply),
+            Some(_) => {
+                let _ = reply.send(Err(CallError::Failed("the call has no media yet".into())));
+            }
+            None => {
+                let _ = reply.send(Err(CallError::NotFound));
+            }
         }
     }
 
@@ -466,14 +492,13 @@ impl SipActor {
 
     /// Sends a re-INVITE whose SDP holds (sendonly) or resumes (sendrecv) the media.
     async fn hold(&mut self, id: CallId, hold: bool) -> Result<(), CallError> {
-        let codecs = self.codecs.clone();
         let session = self.session.as_mut().ok_or(CallError::NotFound)?;
         let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
         let state = entry.call.state();
         if !matches!(state, CallState::Active | CallState::Held) {
             return Err(CallError::Failed(format!("the call is {}, not up", state.as_str())));
         }
-        let mut local = local_audio(entry.rtp_address, codecs);
+        let mut local = local_audio(entry.rtp_address, entry.codecs.clone());
         local.direction = if hold { Direction::SendOnly } else { Direction::SendRecv };
         entry.held_here = hold;
         let offer = sdp::offer(&mut entry.origin, &local);
@@ -588,6 +613,8 @@ impl SipActor {
             rtp_address: sockets.1,
             media: MediaSlot::Reserved(sockets.0),
             muted: false,
+            reason: String::new(),
+            codecs: self.codecs.clone(),
             origin: new_origin(),
             remote_offer: None,
             held_here: false,
@@ -601,17 +628,11 @@ impl SipActor {
     /// out of step): its calls end, and a new transport and registration follow after a
     /// backoff.
     fn connection_lost(&mut self, reason: String) {
-        let Some(session) = self.session.take() else { return };
-        for (id, entry) in &session.calls {
+        let Some(mut session) = self.session.take() else { return };
+        for (id, entry) in &mut session.calls {
             if entry.call.state() != CallState::Ended {
-                let info = CallInfo {
-                    state: CallState::Ended,
-                    reason: "the connection to the proxy was lost".into(),
-                    direction: entry.direction,
-                    remote_uri: entry.call.remote_uri().to_owned(),
-                    remote_name: entry.call.remote_name().to_owned(),
-                    media: Default::default(),
-                };
+                entry.reason = "the connection to the proxy was lost".into();
+                let info = entry.info(CallState::Ended);
                 let _ = self.events.send(HubEvent::Call { id: *id, info });
             }
         }
@@ -670,7 +691,7 @@ impl SipActor {
                     match entry.call.state() {
                         CallState::Incoming => entry.remote_offer = Some(body),
                         _ => match sdp::read_answer(
-                            &local_audio(entry.rtp_address, self.codecs.clone()),
+                            &local_audio(entry.rtp_address, entry.codecs.clone()),
                             &body,
                         ) {
                             Ok(agreed) => {
@@ -685,7 +706,7 @@ impl SipActor {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
                     let now = std::time::Instant::now();
                     let held_here = entry.held_here;
-                    let mut local = local_audio(entry.rtp_address, self.codecs.clone());
+                    let mut local = local_audio(entry.rtp_address, entry.codecs.clone());
                     // A session refresh must not undo our own hold.
                     if held_here {
                         local.direction = Direction::SendOnly;
@@ -719,14 +740,8 @@ impl SipActor {
                         entry.media = MediaSlot::Stopped;
                     }
                     info!(call = id, state = state.as_str(), %reason, "call state");
-                    let info = CallInfo {
-                        state,
-                        reason,
-                        direction: entry.direction,
-                        remote_uri: entry.call.remote_uri().to_owned(),
-                        remote_name: entry.call.remote_name().to_owned(),
-                        media: Default::default(),
-                    };
+                    entry.reason = reason;
+                    let info = entry.info(state);
                     let _ = self.events.send(HubEvent::Call { id, info });
                 }
             }
@@ -819,12 +834,9 @@ fn media_agreed(
                 input: settings.input.clone(),
                 output: settings.output.clone(),
                 cname: format!("{}@cusaxd", random_hex(&mut OsEntropy, 8)),
+                muted: entry.muted,
             };
-            let handle = media::start(id, sockets, agreed, config, events.clone());
-            if entry.muted {
-                handle.mute(true);
-            }
-            MediaSlot::Running(handle)
+            MediaSlot::Running(media::start(id, sockets, agreed, config, events.clone()))
         }
         MediaSlot::Running(handle) => {
             handle.update(agreed);
