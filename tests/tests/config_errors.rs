@@ -57,6 +57,9 @@ fn every_bad_input_is_refused_with_its_name_line_and_key() {
             4,
             "sip.listen",
         ),
+        ("[media]\nrtp_ports = \"80-90\"\n", "bad-value", 2, "media.rtp_ports"),
+        ("[media]\nrtp_ports = \"20001-20001\"\n", "bad-value", 2, "media.rtp_ports"),
+        ("[media]\nrtp_ports = \"lots\"\n", "bad-value", 2, "media.rtp_ports"),
         ("[sip\naor = 1\n", "syntax", 1, "(document)"),
     ];
     for (text, name, line, key) in cases {
