@@ -5,10 +5,10 @@
 //! agreements (re-INVITEs, hold), mute and DTMF through the [`MediaHandle`], and drops the
 //! handle when the call ends, which ends the task (with an RTCP BYE).
 //!
-//! One 20 ms media clock paces the task: each tick reads a frame from the source and sends
-//! it (or a telephone-event packet while a digit plays), and plays one frame from the jitter
-//! buffer to the sink. Nothing else paces the send path, so a file source or a device that
-//! delivers samples too fast or too slow cannot change the packet rate. What the task
+//! One 20 ms media clock ([`MediaClock`]) paces the task: each frame reads 20 ms from the
+//! source and sends it (or a telephone-event packet while a digit plays), and plays 20 ms
+//! from the jitter buffer to the sink. Nothing else paces the send path, so a file source or
+//! a device that delivers samples too fast or too slow cannot change the packet rate. What the task
 //! measures reaches the hub as [`HubEvent::Media`] at most once a second; received digits as
 //! [`HubEvent::Dtmf`].
 //!
@@ -33,7 +33,7 @@ use cusax_protocol::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use cusax_protocol::media::stats::{PacketVerdict, ReceiveStats, round_trip};
 use cusax_protocol::sdp::{Codec, Direction, Negotiated};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use rtp::RtpSockets;
@@ -58,6 +58,16 @@ const MAX_DATAGRAM: usize = 2048;
 /// cannot take the stream over (strict RTP, as Asterisk's `strictrtp`).
 const SOURCE_SILENT: Duration = Duration::from_secs(1);
 const SOURCE_PROBATION: u32 = 5;
+/// A frame due this soon after a packet arrives is done in the same wakeup.
+const MERGE_EARLY: Duration = Duration::from_millis(5);
+/// Frames are scheduled this long after the peer's packets are expected.
+const ALIGN_LAG: Duration = Duration::from_millis(2);
+/// After this many packets in a row that could not share a wakeup with a frame (the peer's
+/// clock drifted against ours), the schedule moves its phase again.
+const REALIGN_AFTER: u32 = 25;
+/// A task that fell this many frames behind (a stalled runtime) skips ahead instead of
+/// bursting them all out.
+const MAX_CATCH_UP: u32 = 10;
 
 /// What a call's media is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -248,6 +258,59 @@ impl Pipeline {
     }
 }
 
+/// When frames fall due. The schedule is fixed, one frame every 20 ms, so the packet rate
+/// never depends on when packets arrive; but a frame due within `MERGE_EARLY` of a packet's
+/// arrival is done right then, and the schedule's phase is set (and reset when the peer's
+/// clock drifts) to fall just after the peer's packets. A call with a steady peer then wakes
+/// once per frame instead of twice (BENCHMARKS.md: context switches per second).
+#[derive(Debug)]
+struct MediaClock {
+    next: Instant,
+    unmerged: u32,
+}
+
+impl MediaClock {
+    fn new(now: Instant) -> Self {
+        Self { next: now, unmerged: REALIGN_AFTER }
+    }
+
+    fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// The due frame was done.
+    fn advance(&mut self) {
+        self.next += FRAME;
+    }
+
+    /// A packet arrived at `now`: whether to do the due frame now.
+    fn on_arrival(&mut self, now: Instant) -> bool {
+        if self.next <= now {
+            // Overdue: the timer is about to fire anyway.
+            return false;
+        }
+        if self.next - now <= MERGE_EARLY {
+            self.unmerged = 0;
+            return true;
+        }
+        self.unmerged += 1;
+        if self.unmerged < REALIGN_AFTER {
+            return false;
+        }
+        // This frame goes out early (once), and the next ones just after the peer's packets.
+        self.unmerged = 0;
+        self.next = now + ALIGN_LAG;
+        true
+    }
+
+    /// After a stall, frames more than `MAX_CATCH_UP` behind are skipped.
+    fn catch_up(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.next) > FRAME * MAX_CATCH_UP {
+            self.next = now;
+        }
+    }
+}
+
 /// The peer's media source we follow, and one that would replace it.
 #[derive(Debug, Default)]
 struct PeerSource {
@@ -313,7 +376,9 @@ struct MediaSession {
     /// The next audio packet starts a talk spurt (RFC 3551 section 4.1: marker bit).
     spurt: bool,
     started: Instant,
-    clock: tokio::time::Interval,
+    clock: MediaClock,
+    next_rtcp: Instant,
+    next_stats: Instant,
     rtt: Option<Duration>,
     muted: bool,
     status: CallMedia,
@@ -336,8 +401,7 @@ impl MediaSession {
     ) -> Self {
         let mut bytes = [0u8; 4];
         OsEntropy.fill(&mut bytes);
-        let mut clock = tokio::time::interval(FRAME);
-        clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let now = Instant::now();
         let mut session = Self {
             call,
             events,
@@ -353,8 +417,10 @@ impl MediaSession {
             sender: rtp::RtpSender::new(),
             timestamp: u32::from_be_bytes(bytes),
             spurt: true,
-            started: Instant::now(),
-            clock,
+            started: now,
+            clock: MediaClock::new(now),
+            next_rtcp: now + RTCP_INTERVAL / 2,
+            next_stats: now + STATS_INTERVAL,
             rtt: None,
             status: CallMedia::default(),
             warned_ptime: false,
@@ -379,8 +445,6 @@ impl MediaSession {
         info!(codec = self.pipeline.codec.name, remote = ?self.remote, rtcp_mux = self.agreed.rtcp_mux, "media started");
         self.discard_backlog();
         self.publish();
-        let mut next_rtcp = Instant::now() + RTCP_INTERVAL / 2;
-        let mut next_stats = Instant::now() + STATS_INTERVAL;
         let mut rtp_buffer = vec![0u8; MAX_DATAGRAM];
         let mut rtcp_buffer = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -392,6 +456,9 @@ impl MediaSession {
                 received = self.sockets.rtp.recv_from(&mut rtp_buffer) => {
                     if let Ok((len, from)) = received {
                         self.on_datagram(&rtp_buffer[..len], from);
+                        if self.clock.on_arrival(Instant::now()) {
+                            self.frame().await;
+                        }
                     }
                 }
                 received = self.sockets.rtcp.recv_from(&mut rtcp_buffer) => {
@@ -405,16 +472,10 @@ impl MediaSession {
                     self.status.reason = reason;
                     self.publish();
                 }
-                _ = self.clock.tick() => {
-                    self.on_frame().await;
-                    let now = Instant::now();
-                    if now >= next_rtcp {
-                        self.send_rtcp(false).await;
-                        next_rtcp = now + rtcp_interval();
-                    }
-                    if now >= next_stats {
-                        self.publish();
-                        next_stats = now + STATS_INTERVAL;
+                _ = tokio::time::sleep_until(self.clock.due()) => {
+                    self.clock.catch_up(Instant::now());
+                    while self.clock.due() <= Instant::now() {
+                        self.frame().await;
                     }
                 }
             }
@@ -460,7 +521,7 @@ impl MediaSession {
             // A new clock rate is a new RTP stream (RFC 3550 section 5.1).
             self.sender = rtp::RtpSender::new();
             self.discard_backlog();
-            self.clock.reset();
+            self.clock = MediaClock::new(Instant::now());
             self.status_from_pipeline();
         } else if !same_codec(&agreed.codec, &self.pipeline.codec) {
             info!(codec = agreed.codec.name, "codec changed");
@@ -491,7 +552,22 @@ impl MediaSession {
         matches!(self.agreed.direction, Direction::SendRecv | Direction::RecvOnly)
     }
 
-    /// One tick of the media clock: send a frame, play a frame.
+    /// The due frame, and the reports that fell due with it.
+    async fn frame(&mut self) {
+        self.clock.advance();
+        self.on_frame().await;
+        let now = Instant::now();
+        if now >= self.next_rtcp {
+            self.send_rtcp(false).await;
+            self.next_rtcp = now + rtcp_interval();
+        }
+        if now >= self.next_stats {
+            self.publish();
+            self.next_stats = now + STATS_INTERVAL;
+        }
+    }
+
+    /// One frame: send 20 ms, play 20 ms.
     async fn on_frame(&mut self) {
         let frame = self.pipeline.frame;
         let timestamp = self.timestamp;
@@ -688,6 +764,37 @@ mod tests {
 
     fn at(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn frames_share_wakeups_with_a_steady_peers_packets_without_changing_the_rate() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut clock = MediaClock::new(start);
+        let mut frames = 0;
+        let mut merged = 0;
+        // The peer's packets arrive every 20 ms at an offset of 7 ms from our first frame.
+        for n in 0..500u32 {
+            let arrival = start + ms(7) + FRAME * n;
+            // Frames the timer would do before this arrival.
+            while clock.due() < arrival {
+                clock.advance();
+                frames += 1;
+            }
+            if clock.on_arrival(arrival) {
+                clock.advance();
+                frames += 1;
+                merged += 1;
+            }
+        }
+        // All but the first few arrivals share their wakeup with a frame, and the frame rate
+        // is the media clock's (500 frames in 10 s, give or take the one moved).
+        assert!(merged >= 495, "{merged}");
+        assert!((499..=501).contains(&frames), "{frames}");
+        // A stall skips ahead rather than bursting.
+        let late = clock.due() + FRAME * 50;
+        clock.catch_up(late);
+        assert_eq!(clock.due(), late);
     }
 
     #[test]
