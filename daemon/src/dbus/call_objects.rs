@@ -141,7 +141,7 @@ impl CallObject {
         Ok(())
     }
 
-    /// none (no media yet), active, or failed (a sound device or file could not be used; the
+    /// none (no media: not yet, declined, or ended), active, or failed (a sound device or file could not be used; the
     /// call stays up).
     #[zbus(property)]
     fn media_state(&self) -> String {

@@ -72,7 +72,8 @@ const MAX_CATCH_UP: u32 = 10;
 /// What a call's media is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MediaState {
-    /// No media yet (ringing, or the peer declined the stream).
+    /// No media: not yet (ringing), not at all (the peer declined the stream), or no more
+    /// (the call ended).
     #[default]
     None,
     Active,
@@ -482,6 +483,9 @@ impl MediaSession {
         }
         self.send_rtcp(true).await;
         std::mem::replace(&mut self.pipeline.sink, Sink::Null).close();
+        self.status.state = MediaState::None;
+        self.status.reason.clear();
+        self.publish();
         info!(sent = self.sender.packets, received = self.pipeline.reception.received(), "media stopped");
     }
 
