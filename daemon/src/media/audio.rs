@@ -162,11 +162,7 @@ impl Source {
                 Ok(Source::File { samples, position: 0 })
             }
             AudioEndpoint::Default | AudioEndpoint::Device(_) => {
-                let name = match endpoint {
-                    AudioEndpoint::Device(name) => Some(name.clone()),
-                    _ => None,
-                };
-                let capture = device::open_capture(name, failures).await?;
+                let capture = device::open_capture(device_name(endpoint), failures).await?;
                 let converter = RateConverter::new(capture.rate, rate)?;
                 Ok(Source::Device(Box::new(DeviceSource {
                     capture,
@@ -273,11 +269,7 @@ impl Sink {
                 Ok(Sink::File(Box::new(WavFile { writer, path: path.clone(), frames: 0 })))
             }
             AudioEndpoint::Default | AudioEndpoint::Device(_) => {
-                let name = match endpoint {
-                    AudioEndpoint::Device(name) => Some(name.clone()),
-                    _ => None,
-                };
-                let playback = device::open_playback(name, failures).await?;
+                let playback = device::open_playback(device_name(endpoint), failures).await?;
                 let converter = RateConverter::new(rate, playback.rate)?;
                 Ok(Sink::Device(Box::new(DeviceSink { playback, converter, buffer: Vec::new() })))
             }
@@ -323,6 +315,14 @@ impl Sink {
         if let Sink::File(file) = self {
             let _ = file.writer.finalize();
         }
+    }
+}
+
+/// The device an endpoint names; `None` for the default one.
+fn device_name(endpoint: &AudioEndpoint) -> Option<String> {
+    match endpoint {
+        AudioEndpoint::Device(name) => Some(name.clone()),
+        _ => None,
     }
 }
 

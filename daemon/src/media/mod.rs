@@ -585,7 +585,7 @@ impl MediaSession {
             let packet = match (event, self.agreed.dtmf_payload_type) {
                 (Some(event), Some(pt)) => {
                     self.spurt = true;
-                    Some(self.sender.event_packet(pt, event.marker, event.timestamp, &event.payload))
+                    Some(self.sender.packet(pt, event.marker, event.timestamp, &event.payload))
                 }
                 _ => self.audio_packet(timestamp),
             };

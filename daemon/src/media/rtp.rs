@@ -130,17 +130,8 @@ impl RtpSender {
         self.packet(payload_type, marker, timestamp, payload)
     }
 
-    pub fn event_packet(
-        &mut self,
-        payload_type: u8,
-        marker: bool,
-        timestamp: u32,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        self.packet(payload_type, marker, timestamp, payload)
-    }
-
-    fn packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    /// A packet of any payload type (telephone-events); audio goes through `audio_packet`.
+    pub fn packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
         let header = Header {
             version: 2,
             marker,
