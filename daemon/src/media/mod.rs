@@ -665,7 +665,12 @@ impl MediaSession {
                 self.remote_rtcp = Some(from);
             }
         }
-        match self.pipeline.reception.on_packet(header.ssrc, header.sequence_number, header.timestamp, now) {
+        let verdict = if is_dtmf {
+            self.pipeline.reception.on_untimed_packet(header.ssrc, header.sequence_number)
+        } else {
+            self.pipeline.reception.on_packet(header.ssrc, header.sequence_number, header.timestamp, now)
+        };
+        match verdict {
             PacketVerdict::Duplicate => return,
             PacketVerdict::SourceChanged => {
                 debug!("new RTP source");

@@ -208,14 +208,27 @@ impl ReceiveStats {
 
     /// Accounts one RTP packet that arrived at the monotonic time `arrival`.
     pub fn on_packet(&mut self, ssrc: u32, seq: u16, rtp_timestamp: u32, arrival: Duration) -> PacketVerdict {
-        let arrival_units = self.arrival_units(arrival);
+        self.account(ssrc, seq, Some((rtp_timestamp, arrival)))
+    }
+
+    /// Accounts a packet whose timestamp is not its sampling instant: an RFC 4733 event
+    /// keeps its start timestamp for 100 ms and more (section 2.5.1.2), so it counts for
+    /// sequence and loss but would only inflate the interarrival jitter.
+    pub fn on_untimed_packet(&mut self, ssrc: u32, seq: u16) -> PacketVerdict {
+        self.account(ssrc, seq, None)
+    }
+
+    fn account(&mut self, ssrc: u32, seq: u16, timing: Option<(u32, Duration)>) -> PacketVerdict {
+        let timing = timing.map(|(rtp_timestamp, arrival)| (rtp_timestamp, self.arrival_units(arrival)));
         let source = match &mut self.source {
             Some(source) if source.ssrc == ssrc => source,
             previous => {
                 let changed = previous.is_some();
                 let mut source = Source::new(ssrc, seq);
                 source.received = 1;
-                source.update_jitter(rtp_timestamp, arrival_units);
+                if let Some((rtp_timestamp, arrival_units)) = timing {
+                    source.update_jitter(rtp_timestamp, arrival_units);
+                }
                 *previous = Some(source);
                 if changed {
                     // The old source's sender report says nothing about the new one.
@@ -229,7 +242,9 @@ impl ReceiveStats {
             None => PacketVerdict::Probation,
             Some(PacketVerdict::Duplicate) => PacketVerdict::Duplicate,
             Some(verdict) => {
-                source.update_jitter(rtp_timestamp, arrival_units);
+                if let Some((rtp_timestamp, arrival_units)) = timing {
+                    source.update_jitter(rtp_timestamp, arrival_units);
+                }
                 verdict
             }
         }
@@ -610,5 +625,23 @@ mod tests {
         }
         stats.on_packet(1, 0, 0, Duration::MAX);
         stats.report_block(Duration::MAX);
+    }
+
+    #[test]
+    fn telephone_events_count_for_loss_but_not_for_jitter() {
+        let mut stats = ReceiveStats::new(8000);
+        let ms = Duration::from_millis;
+        // Steady audio, then a digit: 7 packets with the timestamp of the digit's start.
+        for n in 0..50u16 {
+            stats.on_packet(9, n, u32::from(n) * 160, ms(u64::from(n) * 20));
+        }
+        for n in 50..57u16 {
+            assert_eq!(stats.on_untimed_packet(9, n), PacketVerdict::New);
+        }
+        for n in 57..100u16 {
+            stats.on_packet(9, n, u32::from(n) * 160, ms(u64::from(n) * 20));
+        }
+        assert!(stats.jitter_ms() < 0.01, "{}", stats.jitter_ms());
+        assert_eq!((stats.received(), stats.cumulative_lost()), (100, 0));
     }
 }
