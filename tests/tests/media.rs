@@ -136,9 +136,11 @@ fn the_sound_card_path_through_pulseaudio_carries_both_directions() {
     let _feed =
         Running(pulse("paplay").args(["--device=mic", "--latency-msec=100"]).arg(&mic_tone).spawn().unwrap());
     let heard = dir.path().join("speaker.wav");
+    // A low latency for the recorder too: a null sink renders as rarely as its slowest
+    // listener allows (parecord's default is seconds), and would starve our stream.
     let _record = Running(
         pulse("parecord")
-            .args(["--device=speaker.monitor", "--file-format=wav", "--channels=1"])
+            .args(["--device=speaker.monitor", "--latency-msec=100", "--file-format=wav", "--channels=1"])
             .arg(&heard)
             .spawn()
             .unwrap(),
