@@ -656,12 +656,18 @@ impl Baresip {
 
     /// The audio baresip received in its last call (the sndfile module's `-dec.wav`).
     pub fn received_audio(&self) -> anyhow::Result<PathBuf> {
+        self.received_audio_files()?.pop().ok_or_else(|| anyhow!("baresip recorded no call"))
+    }
+
+    /// Every recording of received audio, oldest first: baresip starts a new one when a
+    /// re-INVITE changes the stream (hold, resume).
+    pub fn received_audio_files(&self) -> anyhow::Result<Vec<PathBuf>> {
         let mut dumps: Vec<PathBuf> = fs::read_dir(self.dir.path().join("conf"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
             .collect();
         dumps.sort();
-        dumps.pop().ok_or_else(|| anyhow!("baresip recorded no call"))
+        Ok(dumps)
     }
 }
 
@@ -948,13 +954,18 @@ pub fn finish_sipp(mut child: Child, what: &str, dir: &Path) {
 /// A UDP relay that impairs one direction of an RTP stream: datagrams from the front (the
 /// caller) to `target` are lost with probability `loss` and each delayed by a random 0 to
 /// `jitter` (so they also arrive out of order); the way back is untouched. The randomness
-/// comes from a fixed seed, so every run sees the same pattern.
+/// comes from a fixed seed, so every run sees the same pattern. It keeps what it forwarded
+/// (the first `RELAY_RECORD` datagrams), with when.
 pub struct ImpairedRelay {
     pub port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    forwarded: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>,
 }
+
+/// How many forwarded datagrams an [`ImpairedRelay`] keeps: 100 s of a 20 ms stream.
+const RELAY_RECORD: usize = 5000;
 
 impl ImpairedRelay {
     pub fn start(target: SocketAddr, loss: f64, jitter: Duration, seed: u64) -> anyhow::Result<Self> {
@@ -968,9 +979,10 @@ impl ImpairedRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
         let caller: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let forwarded: Arc<Mutex<Vec<(Instant, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
         let forward = {
-            let (front, back, stop, lost, caller) =
-                (front.clone(), back.clone(), stop.clone(), lost.clone(), caller.clone());
+            let (front, back, stop, lost, caller, record) =
+                (front.clone(), back.clone(), stop.clone(), lost.clone(), caller.clone(), forwarded.clone());
             std::thread::spawn(move || {
                 let mut state = seed | 1;
                 let mut random = move || {
@@ -999,6 +1011,11 @@ impl ImpairedRelay {
                     while pending.first().is_some_and(|(at, _)| *at <= now) {
                         let (_, datagram) = pending.remove(0);
                         let _ = back.send_to(&datagram, target);
+                        if let Ok(mut record) = record.lock()
+                            && record.len() < RELAY_RECORD
+                        {
+                            record.push((now, datagram));
+                        }
                     }
                 }
             })
@@ -1016,12 +1033,17 @@ impl ImpairedRelay {
                 }
             })
         };
-        Ok(Self { port, stop, threads: vec![forward, backward], lost })
+        Ok(Self { port, stop, threads: vec![forward, backward], lost, forwarded })
     }
 
     /// How many datagrams it dropped.
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// What it forwarded so far, with when.
+    pub fn forwarded(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.forwarded.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 

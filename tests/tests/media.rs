@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cusax_protocol::media::g711::ulaw_decode;
 use cusax_tests::audio::{ToneReport, analyse_tone, write_tone};
 use cusax_tests::{
     Baresip, BaresipOptions, Cusaxd, ImpairedRelay, PrivateBus, Testbed, Watch, busctl, calls_json, cusaxctl,
@@ -356,10 +357,14 @@ fn a_missing_sound_device_fails_the_media_not_the_call() {
     bob.wait_event("CALL_CLOSED").unwrap();
 }
 
-/// Muting sends silence: baresip's recording of the call has the tone, a silence as long as
-/// the mute, and the tone again.
-#[test]
-fn muting_sends_silence_and_unmuting_brings_the_tone_back() {
+/// cusaxd plays a tone to baresip for 1.5 s, runs `silence` (cusaxctl arguments), waits 1.5 s,
+/// runs `resume` if any and plays 1.5 s more, and hangs up; `check` runs on the watch after
+/// each step. Returns what baresip recorded: each recording's tone, and its length in ms.
+fn tone_with_a_pause(
+    silence: &[&str],
+    resume: Option<&[&str]>,
+    check: impl Fn(&Watch, bool),
+) -> Vec<(ToneReport, u32)> {
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
@@ -371,18 +376,90 @@ fn muting_sends_silence_and_unmuting_brings_the_tone_back() {
     bob.wait_event("CALL_ESTABLISHED").unwrap();
     active_call(&bus);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(cusaxctl(&bus, &["mute"]).status.success());
-    // One PropertiesChanged, with the new value.
-    let line = watch.next_about(&["Muted"]).expect("Muted signalled");
-    assert!(line.contains("\"value\":true"), "{line}");
-    assert!(String::from_utf8_lossy(&cusaxctl(&bus, &["calls"]).stdout).contains("muted"));
+    assert!(cusaxctl(&bus, silence).status.success());
+    check(&watch, true);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(cusaxctl(&bus, &["mute", "--off"]).status.success());
-    assert!(watch.next_about(&["Muted"]).expect("Muted signalled").contains("\"value\":false"));
-    std::thread::sleep(Duration::from_millis(1500));
+    if let Some(resume) = resume {
+        assert!(cusaxctl(&bus, resume).status.success());
+        check(&watch, false);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     assert!(cusaxctl(&bus, &["hangup"]).status.success());
     bob.wait_event("CALL_CLOSED").unwrap();
-    let report = tone_in(&bob.received_audio().unwrap(), 1000, 4000);
+    let files = bob.received_audio_files().unwrap();
+    files
+        .iter()
+        .map(|file| {
+            let report = tone_in(file, 1000, 1000);
+            let reader = hound::WavReader::open(file).unwrap();
+            (report, reader.duration() * 1000 / reader.spec().sample_rate)
+        })
+        .collect()
+}
+
+/// Muting sends silence: baresip's recording has the tone, a silence as long as the mute,
+/// and the tone again; Muted is signalled once per change, with the new value.
+#[test]
+fn muting_sends_silence_and_unmuting_brings_the_tone_back() {
+    let recordings = tone_with_a_pause(&["mute"], Some(&["mute", "--off"]), |watch, muted| {
+        let line = watch.next_about(&["Muted"]).expect("Muted signalled");
+        assert!(line.contains(&format!("\"value\":{muted}")), "{line}");
+    });
+    let [(report, _)] = &recordings[..] else { panic!("one recording expected: {recordings:?}") };
     assert!((1300..=1800).contains(&report.longest_gap_ms), "{report:?}");
     assert!(report.present > 0.55 && report.present < 0.75, "{report:?}");
+}
+
+/// Our hold (a sendonly re-INVITE) keeps RTP flowing but sends silence, not the
+/// microphone: a relay in front of a sipp that takes the hold records what we send.
+#[test]
+fn holding_sends_silence_not_the_microphone() {
+    let testbed = Testbed::start(&["kamailio"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let media_port = free_port_block(4);
+    let relay =
+        ImpairedRelay::start(SocketAddr::from(([127, 0, 0, 1], media_port)), 0.0, Duration::ZERO, 1).unwrap();
+    let args: Vec<String> = ["-mi", "127.0.0.1", "-mp", &media_port.to_string(), "-key", "relay_port"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([relay.port.to_string()])
+        .collect();
+    let carol = sipp_uas(&testbed, dir.path(), "carol", "uas_hold.xml", &args);
+    let (source, _) = file_endpoints(dir.path(), 8_000);
+    let media = format!("codecs = [\"pcmu\"]\ninput = \"file:{}\"\noutput = \"null\"", source.display());
+    let (bus, _alice) = alice(&testbed, dir.path(), &media, &[]);
+    assert!(cusaxctl(&bus, &["call", "sip:carol@127.0.0.1"]).status.success());
+    active_call(&bus);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(cusaxctl(&bus, &["hold"]).status.success());
+    wait_for("the call held", || calls_json(&bus).into_iter().find(|c| c["State"] == "held"));
+    let held_at = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(cusaxctl(&bus, &["hangup"]).status.success());
+    finish_sipp(carol, "the sipp that takes the hold", dir.path());
+
+    // The level of each PCMU packet (12-byte RTP header, then µ-law), before and during hold.
+    let level = |datagram: &[u8]| -> f64 {
+        let payload = &datagram[12.min(datagram.len())..];
+        let sum: f64 = payload.iter().map(|code| f64::from(ulaw_decode(*code)).powi(2)).sum();
+        (sum / payload.len().max(1) as f64).sqrt()
+    };
+    let audio: Vec<(std::time::Instant, f64)> = relay
+        .forwarded()
+        .into_iter()
+        .filter(|(_, d)| d.len() > 12 && d[1] & 0x7f == 0)
+        .map(|(at, d)| (at, level(&d)))
+        .collect();
+    let before: Vec<f64> =
+        audio.iter().filter(|(at, _)| *at < held_at - Duration::from_millis(600)).map(|a| a.1).collect();
+    let during: Vec<f64> =
+        audio.iter().filter(|(at, _)| *at > held_at + Duration::from_millis(100)).map(|a| a.1).collect();
+    assert!(
+        before.len() > 20 && during.len() > 40,
+        "RTP must flow before and during hold: {} and {}",
+        before.len(),
+        during.len()
+    );
+    assert!(before.iter().all(|l| *l > 5000.0), "the tone before the hold: {before:?}");
+    assert!(during.iter().all(|l| *l < 100.0), "silence during the hold: {during:?}");
 }

@@ -239,6 +239,16 @@ struct CallEntry {
 }
 
 impl CallEntry {
+    /// Our side of the stream as we offer it now: sendonly while we hold the call, so that an
+    /// answer that says sendrecv anyway does not take our microphone off hold.
+    fn local_audio(&self) -> LocalAudio {
+        let mut local = local_audio(self.rtp_address, self.codecs.clone());
+        if self.held_here {
+            local.direction = Direction::SendOnly;
+        }
+        local
+    }
+
     /// What the hub shows of the call (the hub adds the media's part).
     fn info(&self, state: CallState) -> CallInfo {
         CallInfo {
@@ -690,10 +700,7 @@ impl SipActor {
                     // An offer while the call still rings here; otherwise an answer to ours.
                     match entry.call.state() {
                         CallState::Incoming => entry.remote_offer = Some(body),
-                        _ => match sdp::read_answer(
-                            &local_audio(entry.rtp_address, entry.codecs.clone()),
-                            &body,
-                        ) {
+                        _ => match sdp::read_answer(&entry.local_audio(), &body) {
                             Ok(agreed) => {
                                 info!(call = id, codec = agreed.codec.name, "media agreed");
                                 media_agreed(entry, id, agreed, &self.media, &self.events);
@@ -706,11 +713,8 @@ impl SipActor {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };
                     let now = std::time::Instant::now();
                     let held_here = entry.held_here;
-                    let mut local = local_audio(entry.rtp_address, entry.codecs.clone());
                     // A session refresh must not undo our own hold.
-                    if held_here {
-                        local.direction = Direction::SendOnly;
-                    }
+                    let local = entry.local_audio();
                     let more = if offer.is_empty() {
                         // A re-INVITE without SDP (RFC 3261 14.2): our 200 offers, the ACK answers.
                         let ours = sdp::offer(&mut entry.origin, &local);
