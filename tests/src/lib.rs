@@ -961,8 +961,11 @@ pub struct ImpairedRelay {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    forwarded: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>,
+    forwarded: Recorded,
 }
+
+/// Datagrams with when they were forwarded, shared with the relay's thread.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>;
 
 /// How many forwarded datagrams an [`ImpairedRelay`] keeps: 100 s of a 20 ms stream.
 const RELAY_RECORD: usize = 5000;
@@ -979,7 +982,7 @@ impl ImpairedRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
         let caller: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-        let forwarded: Arc<Mutex<Vec<(Instant, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let forwarded: Recorded = Arc::new(Mutex::new(Vec::new()));
         let forward = {
             let (front, back, stop, lost, caller, record) =
                 (front.clone(), back.clone(), stop.clone(), lost.clone(), caller.clone(), forwarded.clone());
