@@ -20,6 +20,14 @@ use serde_json::Value;
 /// How long each call carries audio before it is hung up.
 const TALK: Duration = Duration::from_secs(4);
 
+/// Real-time audio is what these tests judge: they run one at a time, so that ten calls'
+/// worth of debug builds do not compete for two cores and starve a sound device.
+static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// alice's cusaxd with `media` as its `[media]` section, registered with Kamailio.
 fn alice(testbed: &Testbed, dir: &Path, media: &str, env: &[(&str, &Path)]) -> (PrivateBus, Cusaxd) {
     let path = dir.join("config.toml");
@@ -68,6 +76,7 @@ fn file_endpoints(dir: &Path, source_rate: u32) -> (PathBuf, PathBuf) {
 /// cusaxd plays a 1 kHz tone from a file to baresip, baresip plays a 1 kHz tone back, and
 /// both recordings hold it cleanly over the whole call.
 fn tone_both_ways_with_baresip(codec: &str, baresip_codecs: &'static str) {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = BaresipOptions { codecs: baresip_codecs, tone_hz: 1000, ..BaresipOptions::default() };
@@ -117,6 +126,7 @@ fn an_opus_call_carries_a_clean_tone_both_ways() {
 /// records its monitor).
 #[test]
 fn the_sound_card_path_through_pulseaudio_carries_both_directions() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio", "pulse"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let runtime = testbed.pulse_runtime_dir();
@@ -208,6 +218,7 @@ fn echoing_carol(testbed: &Testbed, dir: &Path, media_port: u16, relay_port: u16
 /// than 60 ms (the jitter buffer reorders and waits; concealment covers the losses).
 #[test]
 fn loss_and_jitter_on_the_rtp_path_leave_no_audible_gap() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let media_port = free_port_block(4);
@@ -262,6 +273,7 @@ fn dtmf_lines(watch: &Watch, count: usize) -> Vec<String> {
 /// needs our sender report at baresip and its report about us back here, shows up.
 #[test]
 fn rtcp_over_rtcp_mux_gives_a_round_trip_time() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = BaresipOptions { rtcp_mux: true, ..BaresipOptions::default() };
@@ -281,6 +293,7 @@ fn rtcp_over_rtcp_mux_gives_a_round_trip_time() {
 
 #[test]
 fn dtmf_goes_both_ways_with_baresip() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Without a jitter buffer baresip reports the last digit without waiting for more RTP.
@@ -322,6 +335,7 @@ fn dtmf_goes_both_ways_with_baresip() {
 
 #[test]
 fn dtmf_reaches_sipp_and_comes_back_in_its_echo() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let media_port = free_port_block(4);
@@ -339,6 +353,7 @@ fn dtmf_reaches_sipp_and_comes_back_in_its_echo() {
 
 #[test]
 fn a_missing_sound_device_fails_the_media_not_the_call() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
@@ -365,6 +380,7 @@ fn tone_with_a_pause(
     resume: Option<&[&str]>,
     check: impl Fn(&Watch, bool),
 ) -> Vec<(ToneReport, u32)> {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
@@ -414,6 +430,7 @@ fn muting_sends_silence_and_unmuting_brings_the_tone_back() {
 /// microphone: a relay in front of a sipp that takes the hold records what we send.
 #[test]
 fn holding_sends_silence_not_the_microphone() {
+    let _serial = one_call_at_a_time();
     let testbed = Testbed::start(&["kamailio"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let media_port = free_port_block(4);
