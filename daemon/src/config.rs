@@ -108,6 +108,26 @@ pub enum Secret {
     SecretService(String),
 }
 
+impl Secret {
+    /// The password itself (`None` when none is configured), read when it is needed so that
+    /// a changed password file takes effect at the next login.
+    pub async fn read(&self) -> Result<Option<String>, String> {
+        match self {
+            Secret::None => Ok(None),
+            Secret::Literal(text) => Ok(Some(text.clone())),
+            Secret::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+                Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            Secret::SecretService(_) => {
+                Err("passwords from the Secret Service are not supported yet; use password_file".into())
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

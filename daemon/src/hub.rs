@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::config::{Codec, Config, ConfigError, ConfigSource};
 use crate::media::CallMedia;
 use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
+use crate::xmpp::{self, XmppHandle};
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
 const ENDED_CALL_LINGER: Duration = Duration::from_secs(2);
@@ -126,6 +127,8 @@ pub struct DaemonStatus {
     /// Why the SIP account is in its state, for people (empty when there is nothing to say).
     pub sip_state_reason: String,
     pub xmpp_state: XmppState,
+    /// Why the XMPP account is in its state, for people (empty when there is nothing to say).
+    pub xmpp_state_reason: String,
     /// Our SIP address of record, or empty without a SIP account.
     pub sip_address: String,
     /// Our bare JID, or empty without an XMPP account.
@@ -142,6 +145,7 @@ impl DaemonStatus {
             sip_state: if config.sip.is_some() { SipState::Unregistered } else { SipState::Unconfigured },
             sip_state_reason: String::new(),
             xmpp_state: if config.xmpp.is_some() { XmppState::Offline } else { XmppState::Unconfigured },
+            xmpp_state_reason: String::new(),
             sip_address: config.sip.as_ref().map(|s| s.aor.to_string()).unwrap_or_default(),
             jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
             presence: if config.xmpp.is_some() { Presence::offline() } else { Presence::unconfigured() },
@@ -165,6 +169,7 @@ pub enum HubCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     Sip { state: SipState, reason: String },
+    Xmpp { state: XmppState, reason: String },
     Call { id: CallId, info: CallInfo },
     Media { id: CallId, media: CallMedia },
     Dtmf { id: CallId, digit: char },
@@ -255,8 +260,10 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandl
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
     // Signals are few and small; a listener this far behind has stopped listening.
     let (signals, _) = broadcast::channel(64);
-    let sip = sip::spawn(events_tx, instance);
-    let hub = Hub { source, config, status: status_tx, signals: signals.clone(), sip, ended: Vec::new() };
+    let sip = sip::spawn(events_tx.clone(), instance);
+    let xmpp = xmpp::spawn(events_tx);
+    let hub =
+        Hub { source, config, status: status_tx, signals: signals.clone(), sip, xmpp, ended: Vec::new() };
     tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status, signals }
 }
@@ -267,6 +274,7 @@ struct Hub {
     status: watch::Sender<DaemonStatus>,
     signals: broadcast::Sender<HubSignal>,
     sip: SipHandle,
+    xmpp: XmppHandle,
     /// Ended calls, and when to drop them from the status.
     ended: Vec<(CallId, Instant)>,
 }
@@ -293,6 +301,7 @@ impl Hub {
     ) {
         self.sip.media(sdp_codecs(&self.config), self.config.media.clone()).await;
         self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
+        self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
         loop {
             let linger = self.ended.iter().map(|(_, at)| *at).min();
             tokio::select! {
@@ -305,7 +314,8 @@ impl Hub {
                     }
                     Some(HubCommand::Call(command)) => self.sip.call(command).await,
                     Some(HubCommand::Shutdown { done }) => {
-                        self.sip.shutdown().await;
+                        // Both leave at once: each bounds its own goodbye.
+                        tokio::join!(self.sip.shutdown(), self.xmpp.shutdown());
                         let _ = done.send(());
                         break;
                     }
@@ -334,6 +344,14 @@ impl Hub {
                     let changed = status.sip_state != state || status.sip_state_reason != reason;
                     status.sip_state = state;
                     status.sip_state_reason = reason;
+                    changed
+                });
+            }
+            HubEvent::Xmpp { state, reason } => {
+                self.status.send_if_modified(|status| {
+                    let changed = status.xmpp_state != state || status.xmpp_state_reason != reason;
+                    status.xmpp_state = state;
+                    status.xmpp_state_reason = reason;
                     changed
                 });
             }
@@ -387,6 +405,7 @@ impl Hub {
         let fresh = DaemonStatus::from_config(&config);
         let sip_changed = config.sip != self.config.sip || config.tls != self.config.tls;
         let media_changed = config.media != self.config.media;
+        let xmpp_changed = config.xmpp != self.config.xmpp || config.tls != self.config.tls;
         self.status.send_if_modified(|status| {
             let before = status.clone();
             // An account whose settings did not change keeps its live state; a changed one
@@ -396,8 +415,9 @@ impl Hub {
                 status.sip_state_reason = String::new();
                 status.sip_address = fresh.sip_address.clone();
             }
-            if config.xmpp != self.config.xmpp {
+            if xmpp_changed {
                 status.xmpp_state = fresh.xmpp_state;
+                status.xmpp_state_reason = String::new();
                 status.jid = fresh.jid.clone();
                 status.presence = fresh.presence.clone();
             }
@@ -409,6 +429,9 @@ impl Hub {
         }
         if sip_changed {
             self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
+        }
+        if xmpp_changed {
+            self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
         }
         Ok(())
     }
@@ -443,19 +466,19 @@ mod tests {
         assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
         assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);
 
-        // (SIP accounts start network activity; the end-to-end tests cover them.)
-        write(&path, "[xmpp]\njid = \"alice@localhost\"\n");
+        // The account starts connecting at once (to port 9, where nothing listens: its states
+        // move on their own; the end-to-end tests check them against real servers).
+        write(&path, "[xmpp]\njid = \"alice@localhost\"\nserver = \"127.0.0.1:9\"\n");
         hub.reload().await.unwrap().unwrap();
         assert!(status.has_changed().unwrap());
         let now = status.borrow_and_update().clone();
-        assert_eq!(now.xmpp_state, XmppState::Offline);
+        assert_ne!(now.xmpp_state, XmppState::Unconfigured);
         assert_eq!(now.jid, "alice@localhost");
         assert_eq!(now.presence, Presence::offline());
 
         write(&path, "[xmpp]\njid = \"nonsense\"\n");
         let refused = hub.reload().await.unwrap().unwrap_err();
         assert_eq!(refused.name(), "bad-jid");
-        assert!(!status.has_changed().unwrap());
         assert_eq!(status.borrow().jid, "alice@localhost");
     }
 }

@@ -9,6 +9,8 @@
 //!   changes into `PropertiesChanged` signals.
 //! - [`sip`] owns the SIP transport and drives the registration and the calls from
 //!   `cusax-protocol`; it reports to the hub and takes its commands.
+//! - [`xmpp`] keeps the XMPP account's stream up (tokio-xmpp's StanzaStream fed by a
+//!   connection step of our own, so that failures are seen) and reports its state.
 //! - [`media`] runs one task per call with media: RTP/RTCP, codecs, jitter buffer, DTMF, and
 //!   the sound device or file; the SIP actor starts and stops it, it reports to the hub.
 //!
@@ -23,6 +25,8 @@ pub mod logging;
 pub mod media;
 pub mod sip;
 pub mod store;
+pub mod tls;
+pub mod xmpp;
 
 /// The daemon's version, as shown by `--version` and the `Version` D-Bus property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -52,10 +52,18 @@ impl DaemonObject {
         self.status.borrow().sip_state_reason.clone()
     }
 
-    /// The XMPP account: unconfigured, offline, connecting, online or failed.
+    /// The XMPP account: unconfigured, offline (waiting to try again), connecting, online or
+    /// failed (not retried until the config changes).
     #[zbus(property)]
     fn xmpp_state(&self) -> &str {
         self.status.borrow().xmpp_state.as_str()
+    }
+
+    /// Why the XMPP account is in its state, for people: for example "the server refused the
+    /// password (not-authorized)". Empty when there is nothing to say.
+    #[zbus(property)]
+    fn xmpp_state_reason(&self) -> String {
+        self.status.borrow().xmpp_state_reason.clone()
     }
 
     /// Our SIP address of record, or "" without a SIP account.

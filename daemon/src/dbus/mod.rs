@@ -140,6 +140,9 @@ async fn emit_changes(conn: &Connection, before: &DaemonStatus, now: &DaemonStat
     if before.xmpp_state != now.xmpp_state {
         object.xmpp_state_changed(emitter).await?;
     }
+    if before.xmpp_state_reason != now.xmpp_state_reason {
+        object.xmpp_state_reason_changed(emitter).await?;
+    }
     if before.sip_address != now.sip_address {
         object.sip_address_changed(emitter).await?;
     }

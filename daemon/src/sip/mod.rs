@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use transport::Transport;
 
-use crate::config::{MediaSettings, Secret, SipAccount};
+use crate::config::{MediaSettings, SipAccount};
 use crate::hub::{CallDirection, CallInfo, HubEvent, SipState};
 use crate::media::{self, MediaConfig, MediaHandle, RtpSockets};
 
@@ -890,21 +890,7 @@ impl Session {
         instance: &str,
         extra_ca: Option<&std::path::Path>,
     ) -> Result<Self, String> {
-        let password = match &account.password {
-            Secret::None => None,
-            Secret::Literal(text) => Some(text.clone()),
-            Secret::File(path) => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
-                Some(text.trim_end_matches(['\r', '\n']).to_owned())
-            }
-            Secret::SecretService(_) => {
-                return Err(
-                    "passwords from the Secret Service are not supported yet; use password_file".into()
-                );
-            }
-        };
+        let password = account.password.read().await?;
         let opened = Transport::open(account, extra_ca).await?;
         let local = opened.local;
         let user = account.aor.user().unwrap_or_default().to_owned();

@@ -4,8 +4,7 @@
 //! the system's roots plus `[tls] extra_ca`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use cusax_protocol::sip::locate::{LocatedTransport, NaptrRecord, SrvRecord, order_srv, srv_names};
@@ -13,9 +12,7 @@ use cusax_protocol::sip::transaction::Reliability;
 use cusax_protocol::sip::{Frame, Normalised, SipUri, StreamFramer, normalise};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
@@ -217,36 +214,6 @@ fn via_over_tcp(request: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Verified TLS: the system's roots, plus the PEM certificates of `extra_ca` (a private CA).
-async fn tls_config(extra_ca: Option<PathBuf>) -> Result<Arc<ClientConfig>, String> {
-    let built = tokio::task::spawn_blocking(move || {
-        let mut roots = RootCertStore::empty();
-        let (_, unreadable) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if unreadable > 0 {
-            debug!(unreadable, "system root certificates skipped");
-        }
-        if let Some(path) = extra_ca {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
-                .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("no certificate in the CA file {}", path.display()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("unusable CA certificate in {}: {e}", path.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    });
-    built.await.map_err(|e| e.to_string())?
-}
-
 fn uri_transport(uri: &SipUri) -> Option<SipTransport> {
     let text = uri.as_str().to_ascii_lowercase();
     let value = text.split(';').find_map(|p| p.strip_prefix("transport="))?;
@@ -302,7 +269,8 @@ async fn open_one(
                 let host = candidate.server_name.clone();
                 let name = ServerName::try_from(host.clone())
                     .map_err(|_| format!("{host:?} is not a TLS server name"))?;
-                let connector = TlsConnector::from(tls_config(extra_ca.map(Path::to_path_buf)).await?);
+                let connector =
+                    TlsConnector::from(crate::tls::client_config(extra_ca.map(Path::to_path_buf)).await?);
                 let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                     .await
                     .map_err(|_| format!("no TLS handshake with {peer} within {CONNECT_TIMEOUT:?}"))?

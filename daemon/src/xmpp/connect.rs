@@ -1,0 +1,162 @@
+//! One attempt to open an authenticated XMPP stream, with every failure kept and named.
+//!
+//! tokio-xmpp's own clients retry forever and build their TLS config themselves, so a wrong
+//! password or an untrusted certificate would never show and `[tls] extra_ca` could not
+//! apply. This module does the steps of RFC 6120 itself from tokio-xmpp's public pieces: TCP
+//! (`[xmpp] server`, else the `_xmpp-client._tcp` SRV records of the domain, else port 5222),
+//! STARTTLS with our rustls config (section 5), SASL (section 6, SCRAM or PLAIN, never
+//! ANONYMOUS), and the restarted stream's features. Resource binding and stream management
+//! are left to the `StanzaStream` the result feeds.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use sasl::common::{ChannelBinding, Credentials};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::error::AuthError;
+use tokio_xmpp::stanzastream::Connection;
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, ReadError, StreamHeader, Timeouts, XmppStreamElement, initiate_stream,
+};
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::ns;
+use xmpp_parsers::sasl::DefinedCondition;
+use xmpp_parsers::starttls;
+
+use crate::config::XmppAccount;
+
+/// Why an attempt failed; `fatal` ones are not retried (RFC 6120 section 6.5: the same
+/// credentials will be refused again; a certificate we do not trust stays untrusted).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the server refused the password ({0})")]
+    Refused(String),
+    #[error("the server's certificate is not trusted: {0}")]
+    Certificate(String),
+    #[error("the server offers no {0}; refusing to log in without it")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    #[error("the server broke off: {0}")]
+    Protocol(String),
+}
+
+impl ConnectError {
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, ConnectError::Network(_) | ConnectError::Protocol(_))
+    }
+}
+
+impl From<tokio_xmpp::Error> for ConnectError {
+    fn from(e: tokio_xmpp::Error) -> Self {
+        match e {
+            tokio_xmpp::Error::Auth(AuthError::Fail(DefinedCondition::TemporaryAuthFailure)) => {
+                ConnectError::Protocol("temporary authentication failure".into())
+            }
+            tokio_xmpp::Error::Auth(AuthError::Fail(condition)) => {
+                ConnectError::Refused(sasl_condition(&condition).to_owned())
+            }
+            tokio_xmpp::Error::Auth(AuthError::NoMechanism) => ConnectError::Unsupported("SCRAM or PLAIN"),
+            tokio_xmpp::Error::Io(e) => ConnectError::Network(e.to_string()),
+            other => ConnectError::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectError::Network(e.to_string())
+    }
+}
+
+/// Connects, secures and authenticates the stream of `account`.
+pub async fn connect(account: &XmppAccount, tls: Arc<ClientConfig>) -> Result<Connection, ConnectError> {
+    let jid = account.jid.bare();
+    let domain = jid.domain().as_str().to_owned();
+    let username = jid.node().map(|n| n.as_str().to_owned()).ok_or_else(|| {
+        // The config already insists on a localpart; this only keeps login from panicking.
+        ConnectError::Config("the JID has no local part".into())
+    })?;
+    let password = account.password.read().await.map_err(ConnectError::Config)?.unwrap_or_default();
+    let timeouts = Timeouts::tight();
+    let dns = match &account.server {
+        Some(server) => DnsConfig::no_srv(&server.host, server.port),
+        None => DnsConfig::srv_default_client(&domain),
+    };
+    let tcp: TcpStream = dns.resolve().await.map_err(|e| ConnectError::Network(e.to_string()))?;
+    let header = || StreamHeader { to: Some(Cow::Owned(domain.clone())), from: None, id: None };
+
+    // RFC 6120 section 5: STARTTLS before anything else.
+    let pending = initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(), timeouts).await?;
+    let (features, mut stream) =
+        pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
+    if !features.can_starttls() {
+        return Err(ConnectError::Unsupported("STARTTLS"));
+    }
+    stream.send(&XmppStreamElement::Starttls(starttls::Nonza::Request(starttls::Request))).await?;
+    loop {
+        match stream.next().await.map(|v| v.map(|v| v.into_read_error()).and_then(|v| v)) {
+            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
+            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
+            Some(Err(ReadError::HardError(e))) => return Err(e.into()),
+            Some(Err(ReadError::ParseError(e))) => return Err(ConnectError::Protocol(e.to_string())),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(ConnectError::Protocol("the stream closed during STARTTLS".into()));
+            }
+        }
+    }
+    let tcp = stream.into_inner().into_inner();
+    let name = ServerName::try_from(domain.clone()).map_err(|e| ConnectError::Config(e.to_string()))?;
+    let tls_stream = TlsConnector::from(tls).connect(name, tcp).await.map_err(certificate_or_network)?;
+
+    let pending = initiate_stream(BufStream::new(tls_stream), ns::JABBER_CLIENT, header(), timeouts).await?;
+    let (features, stream) =
+        pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
+    // An anonymous login would be somebody else's session: never.
+    let mechanisms: BTreeSet<String> =
+        features.sasl_mechanisms.into_iter().filter(|m| m != "ANONYMOUS").collect();
+    let credentials = Credentials::default()
+        .with_username(username)
+        .with_password(password)
+        .with_channel_binding(ChannelBinding::None);
+    let authenticated = tokio_xmpp::client_login(stream, mechanisms, credentials).await?;
+    let pending = authenticated.send_header(header()).await?;
+    let (features, stream) =
+        pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
+    Ok(Connection { stream: stream.box_stream(), features, identity: Jid::from(jid.clone()) })
+}
+
+/// The condition's name in RFC 6120 section 6.5, as a server's log would say it.
+fn sasl_condition(condition: &DefinedCondition) -> &'static str {
+    match condition {
+        DefinedCondition::Aborted => "aborted",
+        DefinedCondition::AccountDisabled => "account-disabled",
+        DefinedCondition::CredentialsExpired => "credentials-expired",
+        DefinedCondition::EncryptionRequired => "encryption-required",
+        DefinedCondition::IncorrectEncoding => "incorrect-encoding",
+        DefinedCondition::InvalidAuthzid => "invalid-authzid",
+        DefinedCondition::InvalidMechanism => "invalid-mechanism",
+        DefinedCondition::MalformedRequest => "malformed-request",
+        DefinedCondition::MechanismTooWeak => "mechanism-too-weak",
+        DefinedCondition::NotAuthorized => "not-authorized",
+        DefinedCondition::TemporaryAuthFailure => "temporary-auth-failure",
+    }
+}
+
+/// rustls reports a certificate it will not trust as invalid data inside an io error.
+fn certificate_or_network(e: std::io::Error) -> ConnectError {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => ConnectError::Certificate(format!("{why:?}")),
+        Some(other) => ConnectError::Protocol(format!("TLS: {other}")),
+        None => ConnectError::Network(e.to_string()),
+    }
+}

@@ -1,0 +1,112 @@
+//! cusaxd's XMPP account against a real Prosody: it logs in over STARTTLS with a private CA
+//! and says `online`; a wrong password or a certificate from an unknown CA is `failed` with
+//! the reason, at once and for good; a server that is not there is `offline` and retried.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cusax_tests::{
+    Cusaxd, PrivateBus, Testbed, Watch, busctl, free_ports, status_json, wait_for, write_private,
+};
+
+/// alice's cusaxd with only an XMPP account (`password`, server port `port`), trusting the
+/// test bed's CA when `trust` is set.
+fn alice(testbed: &Testbed, dir: &Path, password: &str, port: u16, trust: bool) -> (PrivateBus, Cusaxd) {
+    let path = dir.join("config.toml");
+    write_private(&path, &config(testbed, password, port, trust)).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let data = dir.join("data");
+    let daemon = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    (bus, daemon)
+}
+
+fn config(testbed: &Testbed, password: &str, port: u16, trust: bool) -> String {
+    let ca = if trust {
+        format!("[tls]\nextra_ca = \"{}\"\n", testbed.ca_file().display())
+    } else {
+        String::new()
+    };
+    format!(
+        "[xmpp]\njid = \"alice@localhost\"\npassword = \"{password}\"\nserver = \"127.0.0.1:{port}\"\n{ca}"
+    )
+}
+
+/// The status once `XmppState` is `state`, and how long that took.
+fn wait_for_state(bus: &PrivateBus, state: &str) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let status = wait_for(&format!("XmppState {state}"), || {
+        Some(status_json(bus)).filter(|s| s["XmppState"] == state)
+    });
+    (status, start.elapsed())
+}
+
+#[test]
+fn logs_in_to_prosody_over_starttls_and_says_online() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, daemon) = alice(&testbed, dir.path(), "secret-alice", testbed.port("XMPP_C2S_PORT"), true);
+    let (status, _) = wait_for_state(&bus, "online");
+    assert_eq!(status["XmppStateReason"], "");
+    let out = busctl(
+        &bus,
+        &[
+            "get-property",
+            "org.cusax.Cusax1",
+            "/org/cusax/Cusax1",
+            "org.cusax.Cusax1.Daemon",
+            "XmppStateReason",
+        ],
+    );
+    assert!(out.status.success());
+    // A clean stop says goodbye and is quick.
+    let (exit, took) = daemon.stop_with("TERM").unwrap();
+    assert!(exit.success() && took < Duration::from_secs(1), "{exit} after {took:?}");
+}
+
+#[test]
+fn a_wrong_password_fails_within_5_seconds_and_is_not_retried() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, daemon) = alice(&testbed, dir.path(), "not-the-password", testbed.port("XMPP_C2S_PORT"), true);
+    let watch = Watch::start(&bus, true);
+    let (status, took) = wait_for_state(&bus, "failed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let reason = status["XmppStateReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("refused the password") && reason.contains("not-authorized"), "{reason}");
+    // No retry: no other state in the next 3 s, and one login attempt in the log.
+    let _ = watch.next_about(&["XmppState"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status_json(&bus)["XmppState"], "failed");
+    assert_eq!(daemon.log_text().matches("cannot log in").count(), 1, "{}", daemon.log_text());
+}
+
+#[test]
+fn an_unknown_ca_fails_until_extra_ca_trusts_it() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = testbed.port("XMPP_C2S_PORT");
+    let (bus, _daemon) = alice(&testbed, dir.path(), "secret-alice", port, false);
+    let (status, _) = wait_for_state(&bus, "failed");
+    let reason = status["XmppStateReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("certificate is not trusted") && reason.contains("UnknownIssuer"), "{reason}");
+    write_private(&dir.path().join("config.toml"), &config(&testbed, "secret-alice", port, true)).unwrap();
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for_state(&bus, "online");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_offline_and_retried() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = free_ports(1)[0];
+    let (bus, _daemon) = alice(&testbed, dir.path(), "secret-alice", nobody, true);
+    let watch = Watch::start(&bus, true);
+    let (status, _) = wait_for_state(&bus, "offline");
+    let reason = status["XmppStateReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cannot reach the server"), "{reason}");
+    // The backoff's first wait is about 2 s: then it tries again.
+    let again = watch.next_matching(|l| l.contains("\"property\":\"XmppState\"") && l.contains("connecting"));
+    assert!(again.is_some(), "no second attempt");
+}
