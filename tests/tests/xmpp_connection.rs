@@ -31,6 +31,11 @@ fn config(testbed: &Testbed, password: &str, port: u16, trust: bool) -> String {
     )
 }
 
+/// The test bed's Prosody log (debug level: logins, mechanisms, disconnections).
+fn prosody_log(testbed: &Testbed) -> std::path::PathBuf {
+    testbed.dir().join("prosody/prosody.log")
+}
+
 /// The status once `XmppState` is `state`, and how long that took.
 fn wait_for_state(bus: &PrivateBus, state: &str) -> (serde_json::Value, Duration) {
     let start = Instant::now();
@@ -47,6 +52,7 @@ fn logs_in_to_prosody_over_starttls_and_says_online() {
     let (bus, daemon) = alice(&testbed, dir.path(), "secret-alice", testbed.port("XMPP_C2S_PORT"), true);
     let (status, _) = wait_for_state(&bus, "online");
     assert_eq!(status["XmppStateReason"], "");
+    // busctl reads the same: an empty reason, not an error.
     let out = busctl(
         &bus,
         &[
@@ -57,10 +63,20 @@ fn logs_in_to_prosody_over_starttls_and_says_online() {
             "XmppStateReason",
         ],
     );
-    assert!(out.status.success());
-    // A clean stop says goodbye and is quick.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s \"\"");
+    // Prosody agrees: alice authenticated, with SCRAM, over TLS.
+    let log = wait_for("Prosody to log alice's session", || {
+        let log = std::fs::read_to_string(prosody_log(&testbed)).ok()?;
+        log.contains("Authenticated as alice@localhost").then_some(log)
+    });
+    assert!(log.contains("SCRAM-SHA-"), "alice did not use SCRAM");
+    // A clean stop says goodbye and is quick, and the server sees the session end.
     let (exit, took) = daemon.stop_with("TERM").unwrap();
     assert!(exit.success() && took < Duration::from_secs(1), "{exit} after {took:?}");
+    wait_for("Prosody to see alice leave", || {
+        let log = std::fs::read_to_string(prosody_log(&testbed)).ok()?;
+        log.contains("Client disconnected").then_some(())
+    });
 }
 
 #[test]
