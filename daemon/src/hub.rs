@@ -399,6 +399,15 @@ impl Hub {
         };
         if config == self.config {
             info!(path = %self.source.path.display(), "config reloaded, unchanged");
+            // A failed account is not retried on its own; a reload is how the user says that
+            // what it depends on (a password file, a CA file, the server) was mended.
+            let status = self.status.borrow().clone();
+            if status.sip_state == SipState::Failed {
+                self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
+            }
+            if status.xmpp_state == XmppState::Failed {
+                self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
+            }
             return Ok(());
         }
         info!(path = %self.source.path.display(), "config reloaded");

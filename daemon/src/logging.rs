@@ -18,6 +18,12 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Installs the global subscriber. The filter comes from `RUST_LOG` (default `info`).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-xmpp traces every XML element it sends, SASL <auth> (the password) included:
+    // never below debug there, whatever RUST_LOG says.
+    let filter = match "tokio_xmpp::xmlstream=debug".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     let journald = if Path::new(JOURNAL_SOCKET).exists() { tracing_journald::layer().ok() } else { None };
     let stderr = if journald.is_some() && stderr_is_journal() {
         None

@@ -126,3 +126,53 @@ fn a_server_that_is_not_there_is_offline_and_retried() {
     let again = watch.next_matching(|l| l.contains("\"property\":\"XmppState\"") && l.contains("connecting"));
     assert!(again.is_some(), "no second attempt");
 }
+
+/// A failed account is retried when the user reloads, even with the same config: here the
+/// password file was mended in between.
+#[test]
+fn a_reload_retries_a_failed_login_after_the_password_file_is_mended() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("xmpp.password");
+    write_private(&secret, "wrong\n").unwrap();
+    let path = dir.path().join("config.toml");
+    let text = format!(
+        "[xmpp]\njid = \"alice@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
+        secret.display(),
+        testbed.port("XMPP_C2S_PORT"),
+        testbed.ca_file().display()
+    );
+    write_private(&path, &text).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &path).unwrap();
+    wait_for_state(&bus, "failed");
+    write_private(&secret, "secret-alice\n").unwrap();
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for_state(&bus, "online");
+}
+
+/// Reconfiguring while the old account is still trying leaves nothing of it behind: the new
+/// account comes online and stays so, with no state from the old one's attempts.
+#[test]
+fn a_reload_while_offline_leaves_no_old_attempts_behind() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = free_ports(1)[0];
+    let (bus, _daemon) = alice(&testbed, dir.path(), "secret-alice", nobody, true);
+    wait_for_state(&bus, "offline");
+    write_private(
+        &dir.path().join("config.toml"),
+        &config(&testbed, "secret-alice", testbed.port("XMPP_C2S_PORT"), true),
+    )
+    .unwrap();
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for_state(&bus, "online");
+    let watch = Watch::start(&bus, true);
+    // The old attempts retried every 2-4 s: long enough to see one if it were still there.
+    let stray = watch.next_matching(|l| l.contains("\"property\":\"XmppState\""));
+    assert!(stray.is_none(), "the old account still reports: {stray:?}");
+}

@@ -38,6 +38,8 @@ use crate::config::XmppAccount;
 pub enum ConnectError {
     #[error("the server refused the password ({0})")]
     Refused(String),
+    #[error("the server refused the login ({0})")]
+    LoginRefused(String),
     #[error("the server's certificate is not trusted: {0}")]
     Certificate(String),
     #[error("the server offers no {0}; refusing to log in without it")]
@@ -62,8 +64,13 @@ impl From<tokio_xmpp::Error> for ConnectError {
             tokio_xmpp::Error::Auth(AuthError::Fail(DefinedCondition::TemporaryAuthFailure)) => {
                 ConnectError::Protocol("temporary authentication failure".into())
             }
+            tokio_xmpp::Error::Auth(AuthError::Fail(
+                condition @ (DefinedCondition::NotAuthorized
+                | DefinedCondition::AccountDisabled
+                | DefinedCondition::CredentialsExpired),
+            )) => ConnectError::Refused(sasl_condition(&condition).to_owned()),
             tokio_xmpp::Error::Auth(AuthError::Fail(condition)) => {
-                ConnectError::Refused(sasl_condition(&condition).to_owned())
+                ConnectError::LoginRefused(sasl_condition(&condition).to_owned())
             }
             tokio_xmpp::Error::Auth(AuthError::NoMechanism) => ConnectError::Unsupported("SCRAM or PLAIN"),
             tokio_xmpp::Error::Io(e) => ConnectError::Network(e.to_string()),
@@ -86,7 +93,12 @@ pub async fn connect(account: &XmppAccount, tls: Arc<ClientConfig>) -> Result<Co
         // The config already insists on a localpart; this only keeps login from panicking.
         ConnectError::Config("the JID has no local part".into())
     })?;
-    let password = account.password.read().await.map_err(ConnectError::Config)?.unwrap_or_default();
+    let password = account
+        .password
+        .read()
+        .await
+        .map_err(ConnectError::Config)?
+        .ok_or_else(|| ConnectError::Config("no password is configured".into()))?;
     let timeouts = Timeouts::tight();
     let dns = match &account.server {
         Some(server) => DnsConfig::no_srv(&server.host, server.port),
@@ -132,6 +144,10 @@ pub async fn connect(account: &XmppAccount, tls: Arc<ClientConfig>) -> Result<Co
     let pending = authenticated.send_header(header()).await?;
     let (features, stream) =
         pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
+    // tokio-xmpp's stream cannot go on without binding (it would panic): refuse here.
+    if !features.can_bind() {
+        return Err(ConnectError::Unsupported("resource binding"));
+    }
     Ok(Connection { stream: stream.box_stream(), features, identity: Jid::from(jid.clone()) })
 }
 

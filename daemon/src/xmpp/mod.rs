@@ -15,10 +15,13 @@ mod connect;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use cusax_protocol::sip::registration::backoff;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::iq::Iq;
@@ -34,7 +37,12 @@ use crate::sip::OsEntropy;
 /// Stanzas queued each way before the sender waits.
 const QUEUE_DEPTH: usize = 64;
 /// How long a clean stop waits for our unavailable presence to go out.
-const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+const GOODBYE_GRACE: Duration = Duration::from_millis(500);
+/// One connection attempt (DNS, TCP, TLS, SASL) gives up after this.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A session that ends sooner than this after it began counts as a failed attempt, so that a
+/// server that drops us right after login is not hammered.
+const SHORT_SESSION: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub enum XmppCommand {
@@ -65,7 +73,7 @@ impl XmppHandle {
 /// Starts the XMPP actor; it reports to the hub through `events`.
 pub fn spawn(events: mpsc::UnboundedSender<HubEvent>) -> XmppHandle {
     let (commands_tx, commands) = mpsc::channel(16);
-    let actor = XmppActor { events, stream: None, online: false };
+    let actor = XmppActor { events, stream: None, cancel: None, online: false };
     tokio::spawn(actor.run(commands).instrument(info_span!("xmpp")));
     XmppHandle { commands: commands_tx }
 }
@@ -73,6 +81,8 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>) -> XmppHandle {
 struct XmppActor {
     events: mpsc::UnboundedSender<HubEvent>,
     stream: Option<StanzaStream>,
+    /// Dropped with the stream: its connection attempts stop and report nothing more.
+    cancel: Option<watch::Sender<()>>,
     online: bool,
 }
 
@@ -86,7 +96,11 @@ impl XmppActor {
                         self.goodbye().await;
                         match account {
                             None => report(&self.events, XmppState::Unconfigured, ""),
-                            Some(account) => self.stream = Some(open(*account, extra_ca, self.events.clone())),
+                            Some(account) => {
+                                let (cancel, cancelled) = watch::channel(());
+                                self.stream = Some(open(*account, extra_ca, self.events.clone(), cancelled));
+                                self.cancel = Some(cancel);
+                            }
                         }
                     }
                     Some(XmppCommand::Shutdown { done }) => {
@@ -98,9 +112,12 @@ impl XmppActor {
                 event = next_event(&mut self.stream) => match event {
                     Some(event) => self.on_event(event).await,
                     None => {
-                        // The worker ended (it only does when told to): nothing to follow.
+                        // The worker ended, which it does only when it cannot go on.
+                        warn!("the XMPP stream ended");
                         self.stream = None;
+                        self.cancel = None;
                         self.online = false;
+                        report(&self.events, XmppState::Failed, "the XMPP stream ended unexpectedly");
                     }
                 },
             }
@@ -131,24 +148,27 @@ impl XmppActor {
     }
 
     /// RFC 6120 section 8.2.3: every get or set gets a result or an error. We answer pings
-    /// (XEP-0199); the rest is not implemented yet.
+    /// (XEP-0199, a get); the rest is not implemented yet. No `from` is our own server or
+    /// account (section 8.1.2.1): then the reply has no `to`.
     async fn on_iq(&mut self, iq: Iq) {
-        let reply = match iq {
-            Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. } => {
-                let Some(to) = from else { return };
-                if Ping::try_from(payload).is_ok() {
-                    Iq::empty_result(to, id)
-                } else {
-                    let error = StanzaError::new(
-                        ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable,
-                        "en",
-                        "not implemented by cusaxd",
-                    );
-                    Iq::from_error(id, error).with_to(to)
-                }
+        let (from, reply) = match iq {
+            Iq::Get { from, id, payload, .. } if Ping::try_from(payload.clone()).is_ok() => {
+                (from, Iq::Result { from: None, to: None, id, payload: None })
+            }
+            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
+                let error = StanzaError::new(
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                    "en",
+                    "not implemented by cusaxd",
+                );
+                (from, Iq::from_error(id, error))
             }
             Iq::Result { .. } | Iq::Error { .. } => return,
+        };
+        let reply = match from {
+            Some(to) => reply.with_to(to),
+            None => reply,
         };
         self.send(reply.into()).await;
     }
@@ -162,13 +182,17 @@ impl XmppActor {
     /// Leaves the network politely when online (unavailable presence, a closed stream), then
     /// forgets the stream either way.
     async fn goodbye(&mut self) {
+        self.cancel = None;
         let Some(stream) = self.stream.take() else { return };
         if std::mem::take(&mut self.online) {
-            let _ =
-                stream.send(Box::new(Presence::new(xmpp_parsers::presence::Type::Unavailable).into())).await;
-            // close() waits for the worker; a worker waiting on a connection never ends, and
-            // then dropping the stream is the only way out.
-            let _ = tokio::time::timeout(GOODBYE_GRACE, stream.close()).await;
+            let unavailable = Presence::new(xmpp_parsers::presence::Type::Unavailable);
+            // Both steps wait on the worker; a worker waiting on a connection never answers,
+            // and then dropping the stream is the only way out.
+            let leave = async {
+                let _ = stream.send(Box::new(unavailable.into())).await;
+                stream.close().await;
+            };
+            let _ = tokio::time::timeout(GOODBYE_GRACE, leave).await;
         }
     }
 }
@@ -185,25 +209,36 @@ fn report(events: &mpsc::UnboundedSender<HubEvent>, state: XmppState, reason: &s
 }
 
 /// A stream for `account` whose connections come from [`connect`], as described above.
+/// When `cancelled` fires (the actor dropped its sender with the stream), attempts stop.
 fn open(
     account: XmppAccount,
     extra_ca: Option<PathBuf>,
     events: mpsc::UnboundedSender<HubEvent>,
+    cancelled: watch::Receiver<()>,
 ) -> StanzaStream {
     info!(jid = %account.jid, "connecting");
     let account = Arc::new(account);
-    let connector = move |_previous: Option<String>, mut slot: oneshot::Sender<Connection>| {
+    let start = Instant::now();
+    // When the last session began, in ms since `start` (MAX: none yet).
+    let began = Arc::new(AtomicU64::new(u64::MAX));
+    let mut short_sessions = 0;
+    let connector = move |_previous: Option<String>, slot: oneshot::Sender<Connection>| {
         let (account, extra_ca, events) = (account.clone(), extra_ca.clone(), events.clone());
+        let mut cancelled = cancelled.clone();
+        let since = began.load(Ordering::Relaxed);
+        let lasted = start.elapsed().saturating_sub(Duration::from_millis(since));
+        short_sessions = if since != u64::MAX && lasted < SHORT_SESSION { short_sessions + 1 } else { 0 };
+        let (began, failures) = (began.clone(), short_sessions);
         tokio::spawn(
             async move {
                 let connection = tokio::select! {
-                    // The stream was dropped (reconfigured, stopped): stop trying.
-                    () = slot.closed() => None,
-                    connection = connect_with_backoff(&account, extra_ca, &events) => connection,
+                    // Reconfigured or stopped: stop trying and say nothing more. The slot is
+                    // kept: the orphaned worker would panic if it were dropped.
+                    _ = cancelled.changed() => std::future::pending().await,
+                    connection = connect_with_backoff(&account, extra_ca, &events, failures) => connection,
                 };
-                if let Some(connection) = connection {
-                    let _ = slot.send(connection);
-                }
+                began.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let _ = slot.send(connection);
             }
             .in_current_span(),
         );
@@ -211,21 +246,31 @@ fn open(
     StanzaStream::new(Box::new(connector), QUEUE_DEPTH)
 }
 
-/// Tries until a connection opens (`Some`) or fails for good (`None`, reported `failed`).
+/// Tries until a connection opens. A failure for good is reported `failed` and then waits
+/// for ever (until cancelled). `failures` counts sessions that ended right after they began:
+/// the first attempt after one waits its backoff too.
 async fn connect_with_backoff(
     account: &XmppAccount,
     extra_ca: Option<PathBuf>,
     events: &mpsc::UnboundedSender<HubEvent>,
-) -> Option<Connection> {
-    let mut failures = 0;
+    mut failures: u32,
+) -> Connection {
+    if failures > 0 {
+        let wait = backoff(failures - 1, &mut OsEntropy);
+        warn!(retry_in = ?wait, "the session ended right after it began");
+        report(events, XmppState::Offline, "the server ended the session right after login");
+        tokio::time::sleep(wait).await;
+    }
     loop {
         report(events, XmppState::Connecting, "");
         let attempt = match crate::tls::client_config(extra_ca.clone()).await {
-            Ok(tls) => connect::connect(account, tls).await,
+            Ok(tls) => tokio::time::timeout(ATTEMPT_TIMEOUT, connect::connect(account, tls))
+                .await
+                .unwrap_or_else(|_| Err(connect::ConnectError::Network("no answer within 30 s".into()))),
             Err(e) => Err(connect::ConnectError::Config(e)),
         };
         match attempt {
-            Ok(connection) => return Some(connection),
+            Ok(connection) => return connection,
             Err(e) if e.is_fatal() => {
                 warn!(error = %e, "cannot log in; not retrying until the config changes");
                 report(events, XmppState::Failed, &e.to_string());
