@@ -31,6 +31,13 @@ fn config(testbed: &Testbed, password: &str, port: u16, trust: bool) -> String {
     )
 }
 
+/// `Reload()` over D-Bus, as a settings dialog would after changing the file.
+fn reload(bus: &PrivateBus) {
+    let out =
+        busctl(bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// The test bed's Prosody log (debug level: logins, mechanisms, disconnections).
 fn prosody_log(testbed: &Testbed) -> std::path::PathBuf {
     testbed.dir().join("prosody/prosody.log")
@@ -106,9 +113,7 @@ fn an_unknown_ca_fails_until_extra_ca_trusts_it() {
     let reason = status["XmppStateReason"].as_str().unwrap_or_default();
     assert!(reason.contains("certificate is not trusted") && reason.contains("UnknownIssuer"), "{reason}");
     write_private(&dir.path().join("config.toml"), &config(&testbed, "secret-alice", port, true)).unwrap();
-    let out =
-        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
-    assert!(out.status.success(), "{out:?}");
+    reload(&bus);
     wait_for_state(&bus, "online");
 }
 
@@ -147,9 +152,7 @@ fn a_reload_retries_a_failed_login_after_the_password_file_is_mended() {
     let _daemon = Cusaxd::start(&bus, &path).unwrap();
     wait_for_state(&bus, "failed");
     write_private(&secret, "secret-alice\n").unwrap();
-    let out =
-        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
-    assert!(out.status.success(), "{out:?}");
+    reload(&bus);
     wait_for_state(&bus, "online");
 }
 
@@ -167,9 +170,7 @@ fn a_reload_while_offline_leaves_no_old_attempts_behind() {
         &config(&testbed, "secret-alice", testbed.port("XMPP_C2S_PORT"), true),
     )
     .unwrap();
-    let out =
-        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
-    assert!(out.status.success(), "{out:?}");
+    reload(&bus);
     wait_for_state(&bus, "online");
     let watch = Watch::start(&bus, true);
     // The old attempts retried every 2-4 s: long enough to see one if it were still there.
