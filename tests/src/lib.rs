@@ -879,6 +879,13 @@ impl Drop for FakeDns {
     }
 }
 
+/// `busctl get-property` of the `org.cusax.Cusax1.Daemon` properties named.
+pub fn daemon_property(bus: &PrivateBus, names: &[&str]) -> Output {
+    let mut args = vec!["get-property", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon"];
+    args.extend_from_slice(names);
+    busctl(bus, &args)
+}
+
 /// The daemon's status (`cusaxctl status --json`), or `Null` when it cannot be read.
 pub fn status_json(bus: &PrivateBus) -> serde_json::Value {
     let out = cusaxctl(bus, &["status", "--json"]);

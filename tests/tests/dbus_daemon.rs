@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cusax_tests::{
-    Cusaxd, PATIENCE, PrivateBus, Watch, alive, busctl, cusaxctl, wait_for_exit, write_private,
+    Cusaxd, PATIENCE, PrivateBus, Watch, alive, busctl, cusaxctl, daemon_property, wait_for_exit,
+    write_private,
 };
 use serde_json::{Value, json};
 
@@ -65,17 +66,7 @@ fn cusaxctl_and_busctl_read_every_daemon_property() {
     });
     assert_eq!(status, expected);
 
-    let out = busctl(
-        &bus,
-        &[
-            "get-property",
-            "org.cusax.Cusax1",
-            "/org/cusax/Cusax1",
-            "org.cusax.Cusax1.Daemon",
-            "SipState",
-            "SipStateReason",
-        ],
-    );
+    let out = daemon_property(&bus, &["SipState", "SipStateReason"]);
     let text = stdout(&out);
     assert!(
         out.status.success() && text.lines().count() == 2 && text.lines().all(|l| l.starts_with("s \"")),
@@ -89,10 +80,7 @@ fn cusaxctl_and_busctl_read_every_daemon_property() {
         ("Presence", "(ss) \"offline\" \"\"".to_owned()),
     ];
     for (property, value) in busctl_expected {
-        let out = busctl(
-            &bus,
-            &["get-property", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", property],
-        );
+        let out = daemon_property(&bus, &[property]);
         assert!(out.status.success(), "busctl {property}: {}", stderr(&out));
         assert_eq!(stdout(&out).trim(), value, "busctl get-property {property}");
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cusax_tests::{
-    Cusaxd, PrivateBus, Testbed, Watch, busctl, free_ports, status_json, wait_for, write_private,
+    Cusaxd, PrivateBus, Testbed, Watch, busctl, daemon_property, free_ports, status_json, wait_for,
+    write_private,
 };
 
 /// alice's cusaxd with only an XMPP account (`password`, server port `port`), trusting the
@@ -60,16 +61,7 @@ fn logs_in_to_prosody_over_starttls_and_says_online() {
     let (status, _) = wait_for_state(&bus, "online");
     assert_eq!(status["XmppStateReason"], "");
     // busctl reads the same: an empty reason, not an error.
-    let out = busctl(
-        &bus,
-        &[
-            "get-property",
-            "org.cusax.Cusax1",
-            "/org/cusax/Cusax1",
-            "org.cusax.Cusax1.Daemon",
-            "XmppStateReason",
-        ],
-    );
+    let out = daemon_property(&bus, &["XmppStateReason"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s \"\"");
     // Prosody agrees: alice authenticated, with SCRAM, over TLS.
     let log = wait_for("Prosody to log alice's session", || {

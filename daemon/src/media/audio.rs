@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use ringbuf::traits::{Consumer, Producer};
+use ringbuf::traits::{Consumer, Observer, Producer};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use tokio::sync::mpsc;
@@ -191,7 +191,7 @@ impl Source {
             Source::Device(device) => {
                 let DeviceSource { capture, converter, buffer, primed } = device.as_mut();
                 let max = (capture.rate * MAX_DEVICE_LATENCY_MS / 1000) as usize;
-                let queued = device::queued(&capture.samples);
+                let queued = capture.samples.occupied_len();
                 // A device faster than our clock (or a burst after a stall): drop the backlog
                 // down to a short margin rather than lag behind. Rare, so one click is fine.
                 if queued > max {
@@ -201,7 +201,7 @@ impl Source {
                 // CAPTURE_CUSHION_MS so a period that comes a little late is no gap.
                 let cushion = (capture.rate * CAPTURE_CUSHION_MS / 1000) as usize;
                 if !*primed {
-                    if device::queued(&capture.samples) < cushion {
+                    if capture.samples.occupied_len() < cushion {
                         frame.fill(0);
                         return;
                     }
@@ -210,7 +210,7 @@ impl Source {
                 // Otherwise take only what this frame needs, so the audio stays continuous.
                 loop {
                     let wanted = converter.wanted(frame.len());
-                    if wanted == 0 || device::queued(&capture.samples) < wanted {
+                    if wanted == 0 || capture.samples.occupied_len() < wanted {
                         break;
                     }
                     buffer.resize(wanted, 0.0);

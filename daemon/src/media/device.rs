@@ -263,8 +263,3 @@ impl PlaybackLatency {
         }
     }
 }
-
-/// How much a ring holds, for keeping the device latency bounded.
-pub fn queued<R: Observer>(ring: &R) -> usize {
-    ring.occupied_len()
-}

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::ping::Ping;
+use xmpp_parsers::ns;
 use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
@@ -152,7 +152,7 @@ impl XmppActor {
     /// account (section 8.1.2.1): then the reply has no `to`.
     async fn on_iq(&mut self, iq: Iq) {
         let (from, reply) = match iq {
-            Iq::Get { from, id, payload, .. } if Ping::try_from(payload.clone()).is_ok() => {
+            Iq::Get { from, id, payload, .. } if payload.is("ping", ns::PING) => {
                 (from, Iq::Result { from: None, to: None, id, payload: None })
             }
             Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
