@@ -31,12 +31,17 @@ pub fn random_hex(entropy: &mut dyn Entropy, bytes: usize) -> String {
 
 /// A random (version 4) UUID as a URN, for `+sip.instance`.
 pub fn instance_urn(entropy: &mut dyn Entropy) -> String {
+    format!("urn:uuid:{}", uuid_v4(entropy))
+}
+
+/// A random (version 4) UUID in its usual text form (RFC 9562 section 5.4).
+pub fn uuid_v4(entropy: &mut dyn Entropy) -> String {
     let mut b = [0u8; 16];
     entropy.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("urn:uuid:{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// What the registration is made of.

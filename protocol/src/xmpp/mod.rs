@@ -1,5 +1,9 @@
-//! XMPP: addresses now; the CUSAX elements carried in stanzas as the XMPP side is built.
+//! XMPP: account addresses ([`AccountJid`]), one-to-one chat stanzas read and built with
+//! their trust rules ([`chat`]), our disco#info and caps hash ([`caps`]); the CUSAX elements
+//! join them with the correlation issue.
 
 mod address;
+pub mod caps;
+pub mod chat;
 
 pub use address::{AccountJid, AccountJidError};
