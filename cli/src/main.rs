@@ -4,6 +4,7 @@
 //! Exit status: 0 on success, 1 when the daemon is not running, a call fails or times out,
 //! 2 for usage errors.
 
+mod chat;
 mod render;
 
 use std::collections::HashMap;
@@ -94,6 +95,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a chat message to a JID; prints the message id once it is safely stored.
+    Msg {
+        jid: String,
+        text: String,
+        /// Return only once the message is sent (the server has it) or delivered (the
+        /// peer's client has it).
+        #[arg(long, value_parser = ["sent", "delivered"])]
+        wait: Option<String>,
+    },
+    /// Chat with a JID: each line of stdin is sent, each message that arrives is printed.
+    Chat { jid: String },
+    /// List the roster contacts with their presence, and who asks to see ours.
+    Contacts {
+        /// One JSON object per contact.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show our presence, or set it (SHOW: available, chat, away, xa, dnd).
+    Presence {
+        show: Option<String>,
+        #[arg(default_value = "")]
+        status: String,
+    },
+    /// Show the newest messages (with one JID, or with everyone).
+    History {
+        jid: Option<String>,
+        /// How many (1-500).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a JID to let us see their presence.
+    Subscribe { jid: String },
+    /// Let a JID that asked see our presence.
+    Approve { jid: String },
+    /// Refuse a JID's request to see our presence.
+    Deny { jid: String },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -162,6 +202,20 @@ fn main() -> ExitCode {
                 bounded(timeout, set).await.map(drop)
             }
             Command::Calls { json } => list_calls(&conn, timeout, json).await,
+            Command::Msg { jid, text, wait } => {
+                chat::message(&conn, timeout, &jid, &text, wait.as_deref()).await
+            }
+            Command::Chat { jid } => chat::chat(&conn, timeout, &jid).await,
+            Command::Contacts { json } => chat::contacts(&conn, timeout, json).await,
+            Command::Presence { show, status } => {
+                chat::presence(&conn, timeout, show.as_deref(), &status).await
+            }
+            Command::History { jid, limit, json } => {
+                chat::history(&conn, timeout, jid.as_deref(), limit, json).await
+            }
+            Command::Subscribe { jid } => chat::subscription(&conn, timeout, "Subscribe", &jid).await,
+            Command::Approve { jid } => chat::subscription(&conn, timeout, "Approve", &jid).await,
+            Command::Deny { jid } => chat::subscription(&conn, timeout, "Deny", &jid).await,
             Command::Completions { .. } => Ok(()),
         }
     });
@@ -325,6 +379,15 @@ async fn calls(
     conn: &Connection,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(String, HashMap<String, OwnedValue>)>> {
+    managed_objects(conn, timeout, CALL_IFACE).await
+}
+
+/// Every object with `iface`, with that interface's properties, in the order of their numbers.
+async fn managed_objects(
+    conn: &Connection,
+    timeout: Duration,
+    iface: &str,
+) -> anyhow::Result<Vec<(String, HashMap<String, OwnedValue>)>> {
     let reply = bounded(
         timeout,
         conn.call_method(
@@ -338,12 +401,12 @@ async fn calls(
     .await?;
     let objects: HashMap<zbus::OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>> =
         reply.body().deserialize()?;
-    let mut calls: Vec<(String, HashMap<String, OwnedValue>)> = objects
+    let mut found: Vec<(String, HashMap<String, OwnedValue>)> = objects
         .into_iter()
-        .filter_map(|(path, mut interfaces)| Some((path.to_string(), interfaces.remove(CALL_IFACE)?)))
+        .filter_map(|(path, mut interfaces)| Some((path.to_string(), interfaces.remove(iface)?)))
         .collect();
-    calls.sort_by_key(|(path, _)| path.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0));
-    Ok(calls)
+    found.sort_by_key(|(path, _)| path.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0));
+    Ok(found)
 }
 
 async fn list_calls(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Result<()> {
@@ -412,7 +475,11 @@ async fn find_call(
 }
 
 fn print_line(text: &str) -> anyhow::Result<()> {
-    match write_stdout(format!("{text}\n").as_bytes()) {
+    print_text(&format!("{text}\n"))
+}
+
+fn print_text(text: &str) -> anyhow::Result<()> {
+    match write_stdout(text.as_bytes()) {
         ExitCode::SUCCESS => Ok(()),
         _ => Err(anyhow!("cannot write to stdout")),
     }

@@ -197,6 +197,70 @@ pub fn signal(path: &str, interface: &str, member: &str, args: &[Value<'_>]) -> 
     }
 }
 
+/// Unix ms as UTC date and time, to the second.
+pub fn time_of(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map_or_else(|| unix_ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// One object as a JSON line (with its path), or as the text `line` makes of it.
+pub fn object_line(
+    path: &str,
+    properties: &HashMap<String, OwnedValue>,
+    json: bool,
+    line: fn(&HashMap<String, OwnedValue>) -> String,
+) -> String {
+    if !json {
+        return line(properties);
+    }
+    let mut object: serde_json::Map<String, Json> =
+        properties.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+    object.insert("Path".into(), Json::String(path.to_owned()));
+    format!("{}\n", Json::Object(object))
+}
+
+/// A roster contact: JID, name, presence, subscription, capabilities.
+pub fn contact_line(properties: &HashMap<String, OwnedValue>) -> String {
+    let json = |name: &str| properties.get(name).map(|v| to_json(v)).unwrap_or(Json::Null);
+    let text = |name: &str| match json(name) {
+        Json::String(s) => s,
+        _ => String::new(),
+    };
+    let presence = match json("Presence") {
+        Json::Array(parts) => {
+            let part = |i: usize| parts.get(i).and_then(|p| p.as_str()).unwrap_or_default().to_owned();
+            let (show, status) = (part(0), part(1));
+            if status.is_empty() { show } else { format!("{show}: {status}") }
+        }
+        _ => String::new(),
+    };
+    let name = text("Name");
+    let name = if name.is_empty() { String::new() } else { format!(" ({name})") };
+    let mut subscription = text("Subscription");
+    if json("SubscriptionPending") == Json::Bool(true) {
+        subscription.push_str(", asked");
+    }
+    let capabilities = match json("Capabilities") {
+        Json::Array(c) if !c.is_empty() => {
+            format!("  [{}]", c.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", "))
+        }
+        _ => String::new(),
+    };
+    format!("{}{name}  {presence}  subscription {subscription}{capabilities}\n", text("Jid"))
+}
+
+/// A History.Query entry: time, direction, peer, body and status.
+pub fn history_line(entry: &HashMap<String, OwnedValue>) -> String {
+    let json = |name: &str| entry.get(name).map(|v| to_json(v)).unwrap_or(Json::Null);
+    let text = |name: &str| match json(name) {
+        Json::String(s) => s,
+        _ => String::new(),
+    };
+    let at = json("unix_ms").as_i64().map(time_of).unwrap_or_default();
+    let arrow = if text("direction") == "in" { "<-" } else { "->" };
+    format!("{at} {arrow} {}: {}  [{}]\n", text("peer"), text("body"), text("status"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

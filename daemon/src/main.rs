@@ -88,7 +88,9 @@ async fn run(source: ConfigSource, config: Config) -> anyhow::Result<()> {
     let data = store::data_dir().context("no home directory for $XDG_DATA_HOME/cusax")?;
     let instance = store::instance_id(&data, sip::new_instance)
         .with_context(|| format!("cannot keep the SIP instance id in {}", data.display()))?;
-    let hub = hub::spawn(source, config, instance);
+    let store = store::spawn(&data)
+        .with_context(|| format!("cannot open the message store in {}", data.display()))?;
+    let hub = hub::spawn(source, config, instance, store);
     let conn = dbus::serve(hub.clone()).await?;
     info!(name = dbus::BUS_NAME, "ready on the session bus");
     notify(&[NotifyState::Ready]);

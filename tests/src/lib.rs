@@ -6,6 +6,7 @@
 //!   the test's own, so tests run in parallel.
 //! - [`Cusaxd`]: the daemon under test on a private bus; [`cusaxctl`] runs the CLI against it.
 //! - [`audio`]: checks recordings for a test tone (SNR, presence, gaps).
+//! - [`XmppPeer`]: a stock XMPP client (slixmpp) a test drives, to chat with cusaxd.
 //!
 //! The binaries come from the workspace's target directory: build them first with
 //! `cargo build --workspace --bins` (the README's test command does).
@@ -23,7 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 
 pub mod audio;
+mod xmpp_peer;
+
 use tempfile::TempDir;
+pub use xmpp_peer::{XmppPeer, python};
 
 /// How long a process may take to become ready, or to stop, before the test calls it hung.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -106,7 +110,7 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn signal(pid: u32, name: &str) {
+pub fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
@@ -311,9 +315,11 @@ impl Cusaxd {
                 command
             }
         };
+        // Each daemon keeps its history apart unless the test names a data directory.
         let child = command
             .arg("--config")
             .arg(config)
+            .env("XDG_DATA_HOME", dir.path().join("data"))
             .envs(env.iter().copied())
             .env("RUST_LOG", "debug,pulseaudio=info")
             .env("NO_COLOR", "1")
@@ -405,6 +411,13 @@ impl Watch {
         })
     }
 
+    /// The next JSON event (of a `--json` watch) for which `wanted` holds, or `None` after
+    /// `PATIENCE`.
+    pub fn next_event(&self, wanted: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let line = self.next_matching(|line| serde_json::from_str(line).is_ok_and(|v| wanted(&v)))?;
+        serde_json::from_str(&line).ok()
+    }
+
     /// The next line for which `wanted` holds, or `None` after `PATIENCE`.
     pub fn next_matching(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + PATIENCE;
@@ -472,6 +485,24 @@ impl Testbed {
     /// The test CA that signed the servers' certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("certs/ca.crt")
+    }
+
+    /// Stops the test bed's Prosody (its accounts, rosters and stored messages stay).
+    pub fn stop_prosody(&self) -> anyhow::Result<()> {
+        self.run_script("prosody-stop")
+    }
+
+    /// Starts the test bed's Prosody again and waits until it answers.
+    pub fn start_prosody(&self) -> anyhow::Result<()> {
+        self.run_script("prosody-start")
+    }
+
+    fn run_script(&self, action: &str) -> anyhow::Result<()> {
+        let output = self.script(action).output()?;
+        if !output.status.success() {
+            bail!("testbed.sh {action} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(())
     }
 
     pub fn port(&self, name: &str) -> u16 {
@@ -718,6 +749,14 @@ pub fn api_shape(node: &zbus_xml::Node<'_>, only: Option<&[&str]>) -> std::colle
         }
     }
     lines
+}
+
+/// Asserts that the object at `path` exports `interface` exactly as the shipped XML says.
+pub fn assert_documented(bus: &PrivateBus, path: &str, interface: &str) {
+    let live = api_shape(&introspect(bus, path), Some(&[interface]));
+    let documented = api_shape(&documented_api(), Some(&[interface]));
+    assert!(live.contains(&format!("interface {interface}")), "{path} has no {interface}");
+    assert_eq!(live, documented, "{interface} differs from dbus/org.cusax.Cusax1.xml");
 }
 
 /// The live introspection of `path` on `bus`.

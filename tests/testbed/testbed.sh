@@ -17,6 +17,8 @@
 #   testbed.sh sipp-demo DIR   sipp: REGISTER, UAS answer, UAC call + RTP; first of
 #                           consecutive ports: SIPP_PORT=5090 (3), SIPP_RTP_PORT=6000 (12)
 #   testbed.sh xmpp-demo DIR   slixmpp: message with custom child + presence
+#   testbed.sh prosody-stop DIR / prosody-start DIR   stop or start again the test bed's
+#                           Prosody alone (its data stays), for tests of a server outage
 #
 # Env (all optional):
 #   XMPP_C2S_PORT=5222 XMPP_C2S_TLS_PORT=5223 SIP_PORT=5060 KAM_CTL_PORT=5069
@@ -71,6 +73,11 @@ stop_pid() {   # stop_pid PID NAME : TERM, wait up to 5 s, then KILL
   log "killed $name ($pid) and its process group after 5 s"
 }
 
+prosody_start() {
+  start_bg prosody "$dir/prosody" prosody --config ./prosody.cfg.lua -F
+  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$c2s" localhost 20 || die "prosody not ready (see $dir/prosody/prosody.log)"
+}
+
 up() {
   [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/testbed.XXXXXX")
   mkdir -p "$dir"/{logs,pids,certs}
@@ -107,8 +114,7 @@ up() {
         >>"$dir/logs/prosodyctl.out" 2>&1 || die "prosodyctl register $u failed"
     done
     t0=$(now_ms)
-    start_bg prosody "$dir/prosody" prosody --config ./prosody.cfg.lua -F
-    "$here/tools/wait_xmpp.sh" 127.0.0.1 "$c2s" localhost 20 || die "prosody not ready (see $dir/prosody/prosody.log)"
+    prosody_start
     log "prosody ready on 127.0.0.1:$c2s (STARTTLS) / :$c2s_tls (TLS) in $(( $(now_ms) - t0 )) ms"
   fi
 
@@ -260,6 +266,8 @@ xmpp_demo() {
 case $cmd in
   up) up ;;
   down) down ;;
+  prosody-stop) stop_pid "$(cat "$dir/pids/prosody.pid")" prosody ;;
+  prosody-start) t0=$(now_ms); prosody_start; log "prosody restarted in $(( $(now_ms) - t0 )) ms" ;;
   call-demo) call_demo ;;
   sipp-demo) sipp_demo ;;
   xmpp-demo) xmpp_demo ;;

@@ -1,12 +1,14 @@
 //! `dbus/org.cusax.Cusax1.xml` describes exactly what the daemon exports at its root object:
 //! every interface (but the three every object has), method, argument, signal, property and
-//! annotation. Interfaces of child objects (org.cusax.Cusax1.Call) are checked where such an
-//! object exists (tests/tests/sip_calls.rs).
+//! annotation. Interfaces of child objects are checked where such an object exists:
+//! org.cusax.Cusax1.Call in tests/tests/sip_calls.rs, Conversation and Contact in
+//! tests/tests/xmpp_chat.rs and tests/tests/xmpp_roster.rs.
 
 use cusax_tests::{Cusaxd, PrivateBus, api_shape, documented_api, introspect, write_private};
 
 /// Interfaces the file documents for objects below the root.
-const CHILD_INTERFACES: [&str; 1] = ["org.cusax.Cusax1.Call"];
+const CHILD_INTERFACES: [&str; 3] =
+    ["org.cusax.Cusax1.Call", "org.cusax.Cusax1.Conversation", "org.cusax.Cusax1.Contact"];
 
 #[test]
 fn live_introspection_matches_the_shipped_xml() {

@@ -4,7 +4,7 @@ use tokio::sync::watch;
 use zbus::interface;
 
 use super::CusaxError;
-use crate::hub::{DaemonStatus, HubHandle};
+use crate::hub::{DaemonStatus, HubHandle, MessagingCommand};
 
 /// Serves the daemon's own properties from the hub's published status.
 pub struct DaemonObject {
@@ -31,6 +31,13 @@ impl DaemonObject {
             Ok(Err(e)) => Err(CusaxError::InvalidConfig(e.to_string())),
             Err(gone) => Err(CusaxError::Failed(gone.to_string())),
         }
+    }
+
+    /// Sets our presence: show is available, chat, away, xa or dnd; status is free text (at
+    /// most 1024 bytes). It holds from now on, and is sent again after every reconnect. Fails
+    /// with InvalidArgument or NotConfigured (no XMPP account).
+    async fn set_presence(&self, show: String, status: String) -> Result<(), CusaxError> {
+        Ok(self.hub.messaging(|reply| MessagingCommand::SetPresence { show, status, reply }).await?)
     }
 
     /// The daemon's version.

@@ -20,6 +20,8 @@ pub enum CusaxError {
     NotFound(String),
     /// An option or argument is not understood.
     InvalidArgument(String),
+    /// The account this needs (XMPP for chat and presence) is not in the config.
+    NotConfigured(String),
 }
 
 impl From<crate::sip::CallError> for CusaxError {
@@ -30,6 +32,19 @@ impl From<crate::sip::CallError> for CusaxError {
             CallError::NotRegistered => CusaxError::NotRegistered(e.to_string()),
             CallError::NotFound => CusaxError::NotFound(e.to_string()),
             CallError::Failed(m) => CusaxError::Failed(m),
+        }
+    }
+}
+
+impl From<crate::hub::MessagingError> for CusaxError {
+    fn from(e: crate::hub::MessagingError) -> Self {
+        use crate::hub::MessagingError;
+        match e {
+            MessagingError::InvalidAddress(m) => CusaxError::InvalidAddress(m),
+            MessagingError::InvalidArgument(m) => CusaxError::InvalidArgument(m),
+            MessagingError::NotFound => CusaxError::NotFound(e.to_string()),
+            MessagingError::NotConfigured => CusaxError::NotConfigured(e.to_string()),
+            MessagingError::Failed(m) => CusaxError::Failed(m),
         }
     }
 }

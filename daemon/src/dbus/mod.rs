@@ -5,6 +5,7 @@
 //! emits `PropertiesChanged` for every property whose value changed.
 
 mod call_objects;
+mod chat_objects;
 mod daemon_object;
 mod error;
 
@@ -16,6 +17,10 @@ use zbus::names::BusName;
 use zbus::{Connection, connection};
 
 use call_objects::{CallObject, CallsObject, call_path, export_call};
+use chat_objects::{
+    ContactObject, ContactsObject, ConversationObject, ConversationsObject, HistoryObject, contact_path,
+    conversation_path, export_contact, export_conversation, received_details,
+};
 pub use daemon_object::DaemonObject;
 pub use error::CusaxError;
 
@@ -49,6 +54,9 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
         .serve_at(ROOT_PATH, ObjectManager)
         .serve_at(ROOT_PATH, daemon)
         .serve_at(ROOT_PATH, CallsObject { hub: hub.clone(), status: hub.status() })
+        .serve_at(ROOT_PATH, ConversationsObject { hub: hub.clone(), status: hub.status() })
+        .serve_at(ROOT_PATH, ContactsObject { hub: hub.clone(), status: hub.status() })
+        .serve_at(ROOT_PATH, HistoryObject { hub: hub.clone() })
         .name(BUS_NAME)
         .allow_name_replacements(false)
         .replace_existing_names(false)
@@ -61,8 +69,8 @@ pub async fn serve(hub: HubHandle) -> Result<Connection, ServeError> {
         }
         Err(e) => return Err(e.into()),
     };
-    tokio::spawn(publish_changes(conn.clone(), hub, status, shown));
-    tokio::spawn(emit_signals(conn.clone(), signals));
+    tokio::spawn(publish_changes(conn.clone(), hub.clone(), status, shown));
+    tokio::spawn(emit_signals(conn.clone(), hub.clone(), signals));
     Ok(conn)
 }
 
@@ -103,13 +111,19 @@ async fn publish_changes(
         if let Err(e) = publish_calls(&conn, &hub, &shown, &now).await {
             warn!(error = %e, "could not publish a call change");
         }
+        if let Err(e) = publish_conversations(&conn, &hub, &shown, &now).await {
+            warn!(error = %e, "could not publish a conversation change");
+        }
+        if let Err(e) = publish_contacts(&conn, &hub, &shown, &now).await {
+            warn!(error = %e, "could not publish a contact change");
+        }
         shown = now;
     }
     debug!("hub gone; no more property changes");
 }
 
 /// Emits the hub's signals on their objects. Ends when the hub is gone.
-async fn emit_signals(conn: Connection, mut signals: broadcast::Receiver<HubSignal>) {
+async fn emit_signals(conn: Connection, hub: HubHandle, mut signals: broadcast::Receiver<HubSignal>) {
     loop {
         match signals.recv().await {
             Ok(HubSignal::DtmfReceived { call, digits }) => {
@@ -119,6 +133,34 @@ async fn emit_signals(conn: Connection, mut signals: broadcast::Receiver<HubSign
                 };
                 if let Err(e) = emitted.await {
                     warn!(error = %e, "could not signal a DTMF digit");
+                }
+            }
+            Ok(HubSignal::MessageReceived { conversation, from, message, via, delayed }) => {
+                let emitted = async {
+                    let iface = conversation_interface(&conn, &hub, conversation).await?;
+                    let details = received_details(&message, via, delayed);
+                    let emitter = iface.signal_emitter();
+                    ConversationObject::message_received(
+                        emitter,
+                        &message.uid,
+                        &from,
+                        &message.body,
+                        message.at_ms,
+                        details,
+                    )
+                    .await
+                };
+                if let Err(e) = emitted.await {
+                    warn!(error = %e, "could not signal a message");
+                }
+            }
+            Ok(HubSignal::MessageStatus { conversation, uid, status }) => {
+                let emitted = async {
+                    let iface = conversation_interface(&conn, &hub, conversation).await?;
+                    ConversationObject::message_status(iface.signal_emitter(), &uid, status.as_str()).await
+                };
+                if let Err(e) = emitted.await {
+                    warn!(error = %e, "could not signal a message status");
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "signals dropped"),
@@ -198,6 +240,111 @@ async fn publish_calls(
     if before.calls.keys().ne(now.calls.keys()) {
         let iface = server.interface::<_, CallsObject>(ROOT_PATH).await?;
         iface.get().await.calls_changed(iface.signal_emitter()).await?;
+    }
+    Ok(())
+}
+
+/// The interface of conversation `id`, exported first if the signal outran the publisher
+/// (a message that opened the conversation).
+async fn conversation_interface(
+    conn: &Connection,
+    hub: &HubHandle,
+    id: crate::hub::ConversationId,
+) -> zbus::Result<zbus::object_server::InterfaceRef<ConversationObject>> {
+    let server = conn.object_server();
+    export_conversation(server, hub, id).await?;
+    server.interface::<_, ConversationObject>(conversation_path(id)).await
+}
+
+/// Adds and removes conversation objects, and signals their changes.
+async fn publish_conversations(
+    conn: &Connection,
+    hub: &HubHandle,
+    before: &DaemonStatus,
+    now: &DaemonStatus,
+) -> zbus::Result<()> {
+    let server = conn.object_server();
+    for (id, info) in &now.conversations {
+        let previous = before.conversations.get(id);
+        if previous.is_none() {
+            export_conversation(server, hub, *id).await?;
+        }
+        let Some(p) = previous else { continue };
+        let iface = server.interface::<_, ConversationObject>(conversation_path(*id)).await?;
+        let emitter = iface.signal_emitter();
+        let object = iface.get().await;
+        if p.peer_resource != info.peer_resource {
+            object.peer_resource_changed(emitter).await?;
+        }
+        if p.chat_state != info.chat_state {
+            object.chat_state_changed(emitter).await?;
+        }
+        if p.contact != info.contact {
+            object.contact_changed(emitter).await?;
+        }
+    }
+    for id in before.conversations.keys().filter(|id| !now.conversations.contains_key(id)) {
+        server.remove::<ConversationObject, _>(conversation_path(*id)).await?;
+    }
+    if before.conversations.keys().ne(now.conversations.keys()) {
+        let iface = server.interface::<_, ConversationsObject>(ROOT_PATH).await?;
+        iface.get().await.conversations_changed(iface.signal_emitter()).await?;
+    }
+    Ok(())
+}
+
+/// Adds and removes contact objects, and signals their changes; only the contacts that
+/// changed are looked at.
+async fn publish_contacts(
+    conn: &Connection,
+    hub: &HubHandle,
+    before: &DaemonStatus,
+    now: &DaemonStatus,
+) -> zbus::Result<()> {
+    use imbl::ordmap::DiffItem;
+    let server = conn.object_server();
+    let mut membership = false;
+    for change in before.contacts.diff(&now.contacts) {
+        match change {
+            DiffItem::Add(id, _) => {
+                export_contact(server, hub, *id).await?;
+                membership = true;
+            }
+            DiffItem::Remove(id, _) => {
+                server.remove::<ContactObject, _>(contact_path(*id)).await?;
+                membership = true;
+            }
+            DiffItem::Update { old: (_, old), new: (id, new) } => {
+                let iface = server.interface::<_, ContactObject>(contact_path(*id)).await?;
+                let emitter = iface.signal_emitter();
+                let object = iface.get().await;
+                if old.name != new.name {
+                    object.name_changed(emitter).await?;
+                }
+                if old.presence() != new.presence() {
+                    object.presence_changed(emitter).await?;
+                }
+                if old.resources != new.resources {
+                    object.resources_changed(emitter).await?;
+                }
+                if old.capabilities() != new.capabilities() {
+                    object.capabilities_changed(emitter).await?;
+                }
+                if old.subscription != new.subscription {
+                    object.subscription_changed(emitter).await?;
+                }
+                if old.asked != new.asked {
+                    object.subscription_pending_changed(emitter).await?;
+                }
+            }
+        }
+    }
+    let iface = server.interface::<_, ContactsObject>(ROOT_PATH).await?;
+    if membership {
+        iface.get().await.contacts_changed(iface.signal_emitter()).await?;
+    }
+    if before.subscription_requests != now.subscription_requests {
+        iface.get().await.subscription_requests_changed(iface.signal_emitter()).await?;
     }
     Ok(())
 }

@@ -7,10 +7,13 @@
 //! Things that happen rather than hold (a DTMF digit arrived) go out as [`HubSignal`]s on a
 //! broadcast channel.
 
+mod messaging;
+
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cusax_protocol::sdp::{self, Codec as SdpCodec};
@@ -20,7 +23,13 @@ use tokio::time::Instant;
 use crate::config::{Codec, Config, ConfigError, ConfigSource};
 use crate::media::CallMedia;
 use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
-use crate::xmpp::{self, XmppHandle};
+use crate::store::{Status, StoreHandle, StoredMessage};
+use crate::xmpp::{self, OwnPresence, XmppEvent, XmppHandle};
+
+pub use messaging::{
+    ContactId, ContactInfo, ContactResource, ConversationId, ConversationInfo, MAX_BODY, MessagingCommand,
+    MessagingError,
+};
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
 const ENDED_CALL_LINGER: Duration = Duration::from_secs(2);
@@ -135,6 +144,12 @@ pub struct DaemonStatus {
     pub jid: String,
     pub presence: Presence,
     pub calls: BTreeMap<CallId, CallInfo>,
+    pub conversations: BTreeMap<ConversationId, ConversationInfo>,
+    /// The roster. A persistent map: a snapshot of thousands of contacts is a pointer copy,
+    /// and a reader finds what changed without comparing the unchanged ones.
+    pub contacts: imbl::OrdMap<ContactId, Arc<ContactInfo>>,
+    /// Bare JIDs that asked to see our presence and wait for Approve or Deny.
+    pub subscription_requests: Vec<String>,
 }
 
 impl DaemonStatus {
@@ -150,6 +165,9 @@ impl DaemonStatus {
             jid: config.xmpp.as_ref().map(|x| x.jid.to_string()).unwrap_or_default(),
             presence: if config.xmpp.is_some() { Presence::offline() } else { Presence::unconfigured() },
             calls: BTreeMap::new(),
+            conversations: BTreeMap::new(),
+            contacts: imbl::OrdMap::new(),
+            subscription_requests: Vec::new(),
         }
     }
 }
@@ -158,18 +176,23 @@ impl DaemonStatus {
 #[derive(Debug)]
 pub enum HubCommand {
     /// Read the config file again and apply it; the old config stays when the new one is bad.
-    Reload { reply: oneshot::Sender<Result<(), ConfigError>> },
+    Reload {
+        reply: oneshot::Sender<Result<(), ConfigError>>,
+    },
     /// Passed on to the SIP actor, which answers the caller directly.
     Call(CallCommand),
+    Messaging(MessagingCommand),
     /// Leave the networks cleanly (hang up, unregister), then stop.
-    Shutdown { done: oneshot::Sender<()> },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What a protocol actor reports to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     Sip { state: SipState, reason: String },
-    Xmpp { state: XmppState, reason: String },
+    Xmpp(XmppEvent),
     Call { id: CallId, info: CallInfo },
     Media { id: CallId, media: CallMedia },
     Dtmf { id: CallId, digit: char },
@@ -178,7 +201,23 @@ pub enum HubEvent {
 /// Something that happened, for whoever listens (the D-Bus signals).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubSignal {
-    DtmfReceived { call: CallId, digits: String },
+    DtmfReceived {
+        call: CallId,
+        digits: String,
+    },
+    /// A message we did not have before: the peer's, or ours from another client.
+    MessageReceived {
+        conversation: ConversationId,
+        from: String,
+        message: StoredMessage,
+        via: &'static str,
+        delayed: bool,
+    },
+    MessageStatus {
+        conversation: ConversationId,
+        uid: String,
+        status: Status,
+    },
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -225,6 +264,17 @@ impl HubHandle {
         self.ask(|reply| CallCommand::SendDtmf { call, digits, reply }).await?
     }
 
+    /// A chat, presence or history request, answered by the hub.
+    pub async fn messaging<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, MessagingError>>) -> MessagingCommand,
+    ) -> Result<T, MessagingError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || MessagingError::Failed(HubGone.to_string());
+        self.commands.send(HubCommand::Messaging(command(reply))).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> CallCommand) -> Result<T, CallError> {
         let (reply, answer) = oneshot::channel();
         let gone = || CallError::Failed(HubGone.to_string());
@@ -252,18 +302,30 @@ impl HubHandle {
 }
 
 /// Starts the hub task, and the protocol actors under it, with a config that was already
-/// validated. `instance` is our `+sip.instance` URN. The task ends when every [`HubHandle`] is
-/// dropped or on [`HubHandle::shutdown`].
-pub fn spawn(source: ConfigSource, config: Config, instance: String) -> HubHandle {
+/// validated. `instance` is our `+sip.instance` URN; `store` keeps the messages. The task ends
+/// when every [`HubHandle`] is dropped or on [`HubHandle::shutdown`].
+pub fn spawn(source: ConfigSource, config: Config, instance: String, store: StoreHandle) -> HubHandle {
     let (commands_tx, commands) = mpsc::channel(32);
     let (events_tx, events) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
     // Signals are few and small; a listener this far behind has stopped listening.
     let (signals, _) = broadcast::channel(64);
     let sip = sip::spawn(events_tx.clone(), instance);
-    let xmpp = xmpp::spawn(events_tx);
-    let hub =
-        Hub { source, config, status: status_tx, signals: signals.clone(), sip, xmpp, ended: Vec::new() };
+    let xmpp = xmpp::spawn(events_tx, store.clone());
+    let hub = Hub {
+        source,
+        config,
+        status: status_tx,
+        signals: signals.clone(),
+        sip,
+        xmpp,
+        store,
+        ended: Vec::new(),
+        own_presence: OwnPresence::default(),
+        next_conversation: 1,
+        next_contact: 1,
+        contact_ids: HashMap::new(),
+    };
     tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status, signals }
 }
@@ -275,8 +337,15 @@ struct Hub {
     signals: broadcast::Sender<HubSignal>,
     sip: SipHandle,
     xmpp: XmppHandle,
+    store: StoreHandle,
     /// Ended calls, and when to drop them from the status.
     ended: Vec<(CallId, Instant)>,
+    /// The presence the user chose (shown while online).
+    own_presence: OwnPresence,
+    next_conversation: ConversationId,
+    next_contact: ContactId,
+    /// Roster contacts by bare JID.
+    contact_ids: HashMap<String, ContactId>,
 }
 
 /// The codec preference of the config, as SDP names the codecs.
@@ -313,6 +382,7 @@ impl Hub {
                         let _ = reply.send(result);
                     }
                     Some(HubCommand::Call(command)) => self.sip.call(command).await,
+                    Some(HubCommand::Messaging(command)) => self.on_messaging(command).await,
                     Some(HubCommand::Shutdown { done }) => {
                         // Both leave at once: each bounds its own goodbye.
                         tokio::join!(self.sip.shutdown(), self.xmpp.shutdown());
@@ -347,14 +417,7 @@ impl Hub {
                     changed
                 });
             }
-            HubEvent::Xmpp { state, reason } => {
-                self.status.send_if_modified(|status| {
-                    let changed = status.xmpp_state != state || status.xmpp_state_reason != reason;
-                    status.xmpp_state = state;
-                    status.xmpp_state_reason = reason;
-                    changed
-                });
-            }
+            HubEvent::Xmpp(event) => self.on_xmpp(event),
             HubEvent::Call { id, mut info } => {
                 if info.state == CallState::Ended {
                     self.ended.push((id, Instant::now() + ENDED_CALL_LINGER));
@@ -427,11 +490,20 @@ impl Hub {
             if xmpp_changed {
                 status.xmpp_state = fresh.xmpp_state;
                 status.xmpp_state_reason = String::new();
-                status.jid = fresh.jid.clone();
                 status.presence = fresh.presence.clone();
+                if status.jid != fresh.jid {
+                    // Another account: its own roster and conversations.
+                    status.jid = fresh.jid.clone();
+                    status.contacts = imbl::OrdMap::new();
+                    status.conversations.clear();
+                    status.subscription_requests.clear();
+                }
             }
             *status != before
         });
+        if self.status.borrow().contacts.is_empty() {
+            self.contact_ids.clear();
+        }
         self.config = config;
         if media_changed {
             self.sip.media(sdp_codecs(&self.config), self.config.media.clone()).await;
@@ -470,7 +542,8 @@ mod tests {
         let path = dir.path().join("config.toml");
         write(&path, "");
         let source = ConfigSource { path: path.clone(), explicit: true };
-        let hub = spawn(source.clone(), Config::load(&source).unwrap(), "urn:uuid:test".into());
+        let store = crate::store::spawn_with(crate::store::History::in_memory().unwrap());
+        let hub = spawn(source.clone(), Config::load(&source).unwrap(), "urn:uuid:test".into(), store);
         let mut status = hub.status();
         assert_eq!(status.borrow().sip_state, SipState::Unconfigured);
         assert_eq!(status.borrow().xmpp_state, XmppState::Unconfigured);

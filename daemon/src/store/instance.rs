@@ -1,19 +1,12 @@
-//! What cusaxd keeps on disk, in `$XDG_DATA_HOME/cusax/` (mode 0700). For now that is the
-//! `+sip.instance` URN, which must stay the same across restarts (RFC 5626 section 4.1) so
-//! that the registrar replaces our old binding instead of adding one. Message history and the
-//! outbox join it, in SQLite, with the XMPP client.
+//! The `+sip.instance` URN, which must stay the same across restarts (RFC 5626 section 4.1)
+//! so that the registrar replaces our old binding instead of adding one.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const INSTANCE_FILE: &str = "instance-id";
-
-/// `$XDG_DATA_HOME/cusax`, or `None` without a home directory.
-pub fn data_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("org", "cusax", "cusax").map(|dirs| dirs.data_dir().to_path_buf())
-}
 
 /// The instance URN kept in `dir`, created on first use. A file that does not hold a URN we
 /// wrote is replaced.

@@ -1,4 +1,5 @@
-//! The XMPP actor: keeps the account's stream up and tells the truth about it.
+//! The XMPP actor: keeps the account's stream up, tells the truth about it, and carries
+//! presence, the roster and one-to-one chat.
 //!
 //! tokio-xmpp's `StanzaStream` carries the stream once it is open (resource binding, XEP-0198
 //! stream management with resumption, the liveness probe) and asks for a new connection
@@ -8,31 +9,49 @@
 //! same as SIP). A refused password or an untrusted certificate is reported `failed` and not
 //! retried until the config changes. `online` comes when the stream is bound.
 //!
-//! Presence, roster and chat build on this actor in the issues that follow; today it sends
-//! its initial presence and answers what RFC 6120 obliges it to answer (IQs).
+//! On top of the stream:
+//! - [`chat`]: the outbox (messages the hub stored, sent in order once online, marked sent on
+//!   the server's ack, delivered on a receipt), incoming messages into the store, and the
+//!   catch-up after a new session (carbons on, our archive searched for what we may have
+//!   sent already and for what we missed).
+//! - [`roster`]: the roster and its pushes, contacts' presence per resource with their caps
+//!   (resolved by disco#info and checked against the hash), subscription requests, our own
+//!   presence, and the disco#info answer about ourselves.
+//!
+//! IQs we send are answered through [`Internal::Iq`]: a task that needs an answer hands the
+//! actor its request with a oneshot; the actor sends it and routes the reply by id.
 
+mod chat;
 mod connect;
+mod roster;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cusax_protocol::sip::registration::backoff;
+use cusax_protocol::sip::registration::{backoff, random_hex};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::ns;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::config::XmppAccount;
 use crate::hub::{HubEvent, XmppState};
 use crate::sip::OsEntropy;
+use crate::store::{Status, StoreHandle, StoredMessage};
+
+pub use chat::now_ms;
+pub use roster::{OwnPresence, ResourcePresence, RosterEntry, SubscriptionAction};
 
 /// Stanzas queued each way before the sender waits.
 const QUEUE_DEPTH: usize = 64;
@@ -43,13 +62,88 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session that ends sooner than this after it began counts as a failed attempt, so that a
 /// server that drops us right after login is not hammered.
 const SHORT_SESSION: Duration = Duration::from_secs(30);
+/// An IQ we sent that has no answer after this is given up.
+const IQ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub enum XmppCommand {
     /// Use this account and private CA from now on (`None`: no XMPP account).
-    Configure { account: Option<Box<XmppAccount>>, extra_ca: Option<PathBuf> },
+    Configure {
+        account: Option<Box<XmppAccount>>,
+        extra_ca: Option<PathBuf>,
+    },
+    /// A message the hub has stored (status queued): send it, in order with the others.
+    Send {
+        message: StoredMessage,
+        resource: Option<String>,
+    },
+    /// Tell the peer our chat state (dropped when offline: it is not worth keeping).
+    ChatState {
+        peer: BareJid,
+        resource: Option<String>,
+        thread: String,
+        state: xmpp_parsers::chatstates::ChatState,
+    },
+    /// Our presence from now on.
+    Presence(OwnPresence),
+    Subscription {
+        jid: BareJid,
+        action: SubscriptionAction,
+    },
     /// Say goodbye (unavailable presence) and stop.
-    Shutdown { done: oneshot::Sender<()> },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the XMPP actor reports to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmppEvent {
+    State {
+        state: XmppState,
+        reason: String,
+    },
+    /// A message we did not have before, either way (ours from another client too).
+    /// `delayed`: it carried a XEP-0203 delay (sent while we were away).
+    Message {
+        message: StoredMessage,
+        from: String,
+        via: &'static str,
+        delayed: bool,
+    },
+    MessageStatus {
+        peer: String,
+        uid: String,
+        status: Status,
+    },
+    ChatState {
+        peer: String,
+        resource: Option<String>,
+        state: &'static str,
+    },
+    /// The whole roster, as the server sent it at login.
+    Roster {
+        items: Vec<RosterEntry>,
+    },
+    /// One roster item changed (or was removed).
+    RosterPush {
+        item: RosterEntry,
+    },
+    /// A contact's resource came, changed or (`None`) went.
+    Presence {
+        jid: String,
+        resource: String,
+        presence: Option<ResourcePresence>,
+    },
+    /// What a contact's resource can do (its verified disco#info features).
+    Capabilities {
+        jid: String,
+        resource: String,
+        features: Arc<[String]>,
+    },
+    SubscriptionRequest {
+        jid: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +156,10 @@ impl XmppHandle {
         let _ = self.commands.send(XmppCommand::Configure { account: account.map(Box::new), extra_ca }).await;
     }
 
+    pub async fn command(&self, command: XmppCommand) {
+        let _ = self.commands.send(command).await;
+    }
+
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
         if self.commands.send(XmppCommand::Shutdown { done }).await.is_ok() {
@@ -70,44 +168,115 @@ impl XmppHandle {
     }
 }
 
-/// Starts the XMPP actor; it reports to the hub through `events`.
-pub fn spawn(events: mpsc::UnboundedSender<HubEvent>) -> XmppHandle {
-    let (commands_tx, commands) = mpsc::channel(16);
-    let actor = XmppActor { events, stream: None, cancel: None, online: false };
-    tokio::spawn(actor.run(commands).instrument(info_span!("xmpp")));
+/// Requests from the actor's own tasks.
+enum Internal {
+    /// Send this IQ and hand its answer (result payload or error) back.
+    Iq { iq: Box<Iq>, reply: oneshot::Sender<IqAnswer> },
+    /// The catch-up of session `session` is over: the outbox may go.
+    CaughtUp { session: u64 },
+    /// A caps hash was resolved (`None`: the answer did not match it, or none came).
+    CapsResolved { ver: Vec<u8>, features: Option<Arc<[String]>> },
+}
+
+/// The answer to an IQ we sent: its result payload, or why there is none.
+type IqAnswer = Result<Option<Element>, IqFailure>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IqFailure {
+    #[error("{}", .0.texts.values().next().cloned().unwrap_or_else(|| format!("{:?}", .0.defined_condition)))]
+    Error(Box<StanzaError>),
+    #[error("no answer (the session ended or timed out)")]
+    NoAnswer,
+}
+
+/// A way for tasks to ask IQs through the actor.
+#[derive(Clone)]
+struct IqClient {
+    internal: mpsc::UnboundedSender<Internal>,
+}
+
+impl IqClient {
+    async fn ask(&self, iq: Iq) -> IqAnswer {
+        let (reply, answer) = oneshot::channel();
+        self.internal.send(Internal::Iq { iq: Box::new(iq), reply }).map_err(|_| IqFailure::NoAnswer)?;
+        match tokio::time::timeout(IQ_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            _ => Err(IqFailure::NoAnswer),
+        }
+    }
+}
+
+/// A fresh id for a stanza of ours.
+fn new_id() -> String {
+    random_hex(&mut OsEntropy, 12)
+}
+
+/// Starts the XMPP actor; it reports to the hub through `events` and keeps messages in
+/// `store`.
+pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> XmppHandle {
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (internal_tx, internal) = mpsc::unbounded_channel();
+    let actor = XmppActor {
+        events,
+        store,
+        internal: internal_tx,
+        account: None,
+        stream: None,
+        cancel: None,
+        online: false,
+        session: 0,
+        caught_up: false,
+        sm: false,
+        iqs: HashMap::new(),
+        outbox: chat::Outbox::default(),
+        acks: FuturesUnordered::new(),
+        presence: OwnPresence::default(),
+        caps: roster::CapsCache::default(),
+    };
+    tokio::spawn(actor.run(commands, internal).instrument(info_span!("xmpp")));
     XmppHandle { commands: commands_tx }
 }
 
 struct XmppActor {
     events: mpsc::UnboundedSender<HubEvent>,
+    store: StoreHandle,
+    internal: mpsc::UnboundedSender<Internal>,
+    /// Our bare JID, with an account.
+    account: Option<BareJid>,
     stream: Option<StanzaStream>,
     /// Dropped with the stream: its connection attempts stop and report nothing more.
     cancel: Option<watch::Sender<()>>,
     online: bool,
+    /// Counts sessions (stream resets), so that a late report of an old one is ignored.
+    session: u64,
+    /// This session's catch-up is over: the outbox goes straight out.
+    caught_up: bool,
+    /// The server acks our stanzas (XEP-0198 is on).
+    sm: bool,
+    /// IQs we sent, by id: whom we asked, and who waits for the answer.
+    iqs: HashMap<String, (Option<Jid>, oneshot::Sender<IqAnswer>)>,
+    outbox: chat::Outbox,
+    acks: FuturesUnordered<chat::AckWait>,
+    presence: OwnPresence,
+    caps: roster::CapsCache,
 }
 
 impl XmppActor {
-    async fn run(mut self, mut commands: mpsc::Receiver<XmppCommand>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<XmppCommand>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => break,
-                    Some(XmppCommand::Configure { account, extra_ca }) => {
-                        self.goodbye().await;
-                        match account {
-                            None => report(&self.events, XmppState::Unconfigured, ""),
-                            Some(account) => {
-                                let (cancel, cancelled) = watch::channel(());
-                                self.stream = Some(open(*account, extra_ca, self.events.clone(), cancelled));
-                                self.cancel = Some(cancel);
-                            }
-                        }
-                    }
                     Some(XmppCommand::Shutdown { done }) => {
                         self.goodbye().await;
                         let _ = done.send(());
                         break;
                     }
+                    Some(command) => self.on_command(command).await,
                 },
                 event = next_event(&mut self.stream) => match event {
                     Some(event) => self.on_event(event).await,
@@ -117,25 +286,79 @@ impl XmppActor {
                         self.stream = None;
                         self.cancel = None;
                         self.online = false;
-                        report(&self.events, XmppState::Failed, "the XMPP stream ended unexpectedly");
+                        self.report(XmppState::Failed, "the XMPP stream ended unexpectedly");
                     }
                 },
+                Some(request) = internal.recv() => self.on_internal(request).await,
+                Some(ack) = self.acks.next(), if !self.acks.is_empty() => self.on_ack(ack).await,
             }
+        }
+    }
+
+    async fn on_command(&mut self, command: XmppCommand) {
+        match command {
+            XmppCommand::Configure { account, extra_ca } => {
+                self.goodbye().await;
+                self.iqs.clear();
+                match account {
+                    None => {
+                        self.account = None;
+                        self.outbox = chat::Outbox::default();
+                        self.report(XmppState::Unconfigured, "");
+                    }
+                    Some(account) => {
+                        let own = account.jid.bare().clone();
+                        self.outbox = chat::Outbox::load(&self.store, &own).await;
+                        self.account = Some(own);
+                        let (cancel, cancelled) = watch::channel(());
+                        self.stream = Some(open(*account, extra_ca, self.events.clone(), cancelled));
+                        self.cancel = Some(cancel);
+                    }
+                }
+            }
+            XmppCommand::Send { message, resource } => self.queue_message(message, resource).await,
+            XmppCommand::ChatState { peer, resource, thread, state } => {
+                if self.online {
+                    let to = roster::address(&peer, resource.as_deref());
+                    self.send(cusax_protocol::xmpp::chat::chat_state(to, state, &thread).into()).await;
+                }
+            }
+            XmppCommand::Presence(presence) => {
+                self.presence = presence;
+                if self.online {
+                    self.send(self.presence.stanza().into()).await;
+                }
+            }
+            XmppCommand::Subscription { jid, action } => {
+                if self.online {
+                    self.send(action.stanza(jid).into()).await;
+                }
+            }
+            XmppCommand::Shutdown { .. } => {}
         }
     }
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
+            Event::Stream(StreamEvent::Reset { bound_jid, features }) => {
                 info!(jid = %bound_jid, "online");
                 self.online = true;
-                self.send(Presence::available().into()).await;
-                report(&self.events, XmppState::Online, "");
+                self.session += 1;
+                self.caught_up = false;
+                self.sm = features.stream_management.is_some();
+                // Answers to the old session's IQs will not come.
+                self.iqs.clear();
+                self.outbox.on_reset(&self.store, self.account.as_ref(), &self.events).await;
+                self.start_session().await;
+                self.report(XmppState::Online, "");
             }
             Event::Stream(StreamEvent::Resumed) => {
                 info!("stream resumed");
                 self.online = true;
-                report(&self.events, XmppState::Online, "");
+                self.report(XmppState::Online, "");
+                if self.caught_up {
+                    self.flush_outbox().await;
+                }
             }
             Event::Stream(StreamEvent::Suspended) => {
                 // The reconnect task says what happens next (connecting, offline ...).
@@ -143,46 +366,131 @@ impl XmppActor {
                 debug!("stream suspended");
             }
             Event::Stanza(Stanza::Iq(iq)) => self.on_iq(iq).await,
-            Event::Stanza(_) => {}
+            Event::Stanza(Stanza::Message(message)) => self.on_message(message).await,
+            Event::Stanza(Stanza::Presence(presence)) => self.on_presence(presence),
         }
     }
 
-    /// RFC 6120 section 8.2.3: every get or set gets a result or an error. We answer pings
-    /// (XEP-0199, a get); the rest is not implemented yet. No `from` is our own server or
-    /// account (section 8.1.2.1): then the reply has no `to`.
+    /// A new session (no state kept from the last one): roster first (RFC 6121 section
+    /// 2.1.3), then our presence, then the catch-up task, which opens the outbox when done.
+    async fn start_session(&mut self) {
+        let Some(own) = self.account.clone() else { return };
+        self.request_roster();
+        self.send(self.presence.stanza().into()).await;
+        let task = chat::CatchUp {
+            session: self.session,
+            own,
+            store: self.store.clone(),
+            iq: IqClient { internal: self.internal.clone() },
+            check_since_ms: self.outbox.check_since_ms(),
+        };
+        let internal = self.internal.clone();
+        tokio::spawn(
+            async move {
+                let session = task.session;
+                task.run().await;
+                let _ = internal.send(Internal::CaughtUp { session });
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn on_internal(&mut self, request: Internal) {
+        match request {
+            Internal::Iq { iq, reply } => {
+                if !self.online {
+                    let _ = reply.send(Err(IqFailure::NoAnswer));
+                    return;
+                }
+                self.iqs.insert(iq.id().to_owned(), (iq.to().cloned(), reply));
+                self.send((*iq).into()).await;
+            }
+            Internal::CaughtUp { session } if session == self.session => {
+                debug!("caught up");
+                self.caught_up = true;
+                self.flush_outbox().await;
+            }
+            Internal::CaughtUp { .. } => {}
+            Internal::CapsResolved { ver, features } => self.on_caps_resolved(ver, features),
+        }
+    }
+
+    /// RFC 6120 section 8.2.3: every get or set gets a result or an error. Results and errors
+    /// go to whoever waits for them.
     async fn on_iq(&mut self, iq: Iq) {
-        let (from, reply) = match iq {
-            Iq::Get { from, id, payload, .. } if payload.is("ping", ns::PING) => {
-                (from, Iq::Result { from: None, to: None, id, payload: None })
-            }
-            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
-                let error = StanzaError::new(
-                    ErrorType::Cancel,
-                    DefinedCondition::ServiceUnavailable,
-                    "en",
-                    "not implemented by cusaxd",
-                );
-                (from, Iq::from_error(id, error))
-            }
-            Iq::Result { .. } | Iq::Error { .. } => return,
+        let own_server = |from: &Option<Jid>, own: Option<&BareJid>| {
+            from.as_ref().is_none_or(|f| own.is_some_and(|o| f.to_bare() == *o && f.resource().is_none()))
         };
-        let reply = match from {
-            Some(to) => reply.with_to(to),
-            None => reply,
-        };
-        self.send(reply.into()).await;
+        let get = matches!(iq, Iq::Get { .. });
+        match iq {
+            Iq::Result { id, payload, from, .. } => {
+                if let Some(waiting) = self.take_waiting(&id, &from) {
+                    let _ = waiting.send(Ok(payload));
+                }
+            }
+            Iq::Error { id, error, from, .. } => {
+                if let Some(waiting) = self.take_waiting(&id, &from) {
+                    let _ = waiting.send(Err(IqFailure::Error(Box::new(error))));
+                }
+            }
+            Iq::Set { from, id, payload, .. }
+                if payload.is("query", xmpp_parsers::ns::ROSTER)
+                    && own_server(&from, self.account.as_ref()) =>
+            {
+                self.on_roster_push(payload);
+                self.send(Iq::Result { from: None, to: None, id, payload: None }.into()).await;
+            }
+            Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. } => {
+                let reply = roster::answer(id, payload, get);
+                let reply = match from {
+                    Some(to) => reply.with_to(to),
+                    None => reply,
+                };
+                self.send(reply.into()).await;
+            }
+        }
     }
 
-    async fn send(&self, stanza: Stanza) {
-        if let Some(stream) = &self.stream {
-            let _ = stream.send(Box::new(stanza)).await;
+    /// The waiter for our IQ `id`, if `from` is who we asked (RFC 6120 section 8.1.2.1: an
+    /// answer from anyone else is not the answer; no `from` is our own server or account).
+    fn take_waiting(&mut self, id: &str, from: &Option<Jid>) -> Option<oneshot::Sender<IqAnswer>> {
+        let (asked, _) = self.iqs.get(id)?;
+        let own = self.account.as_ref();
+        let is_own = |j: &Jid| own.is_some_and(|o| j.to_bare() == *o && j.resource().is_none());
+        let is_own_server = |j: &Jid| own.is_some_and(|o| j.node().is_none() && j.domain() == o.domain());
+        let expected = match (asked, from) {
+            (None, None) => true,
+            (None, Some(from)) => is_own(from) || is_own_server(from),
+            (Some(asked), None) => is_own(asked),
+            (Some(asked), Some(from)) => asked == from,
+        };
+        if !expected {
+            warn!(from = ?from, "an IQ answer from someone we did not ask: ignored");
+            return None;
         }
+        self.iqs.remove(id).map(|(_, waiting)| waiting)
+    }
+
+    async fn send(&self, stanza: Stanza) -> Option<tokio_xmpp::stanzastream::StanzaToken> {
+        match &self.stream {
+            Some(stream) => Some(stream.send(Box::new(stanza)).await),
+            None => None,
+        }
+    }
+
+    fn report(&self, state: XmppState, reason: &str) {
+        report(&self.events, state, reason);
+    }
+
+    fn emit(&self, event: XmppEvent) {
+        let _ = self.events.send(HubEvent::Xmpp(event));
     }
 
     /// Leaves the network politely when online (unavailable presence, a closed stream), then
     /// forgets the stream either way.
     async fn goodbye(&mut self) {
         self.cancel = None;
+        self.acks = FuturesUnordered::new();
         let Some(stream) = self.stream.take() else { return };
         if std::mem::take(&mut self.online) {
             let unavailable = Presence::new(xmpp_parsers::presence::Type::Unavailable);
@@ -205,7 +513,7 @@ async fn next_event(stream: &mut Option<StanzaStream>) -> Option<Event> {
 }
 
 fn report(events: &mpsc::UnboundedSender<HubEvent>, state: XmppState, reason: &str) {
-    let _ = events.send(HubEvent::Xmpp { state, reason: reason.to_owned() });
+    let _ = events.send(HubEvent::Xmpp(XmppEvent::State { state, reason: reason.to_owned() }));
 }
 
 /// A stream for `account` whose connections come from [`connect`], as described above.

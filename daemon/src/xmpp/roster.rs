@@ -1,0 +1,288 @@
+//! Roster and presence on the XMPP actor (RFC 6121), with caps (XEP-0115) and the answers we
+//! owe to IQs addressed to us.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cusax_protocol::xmpp::caps;
+use tracing::{debug, warn};
+use xmpp_parsers::caps::Caps;
+use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::ns;
+use xmpp_parsers::presence::{Presence, Show, Type};
+use xmpp_parsers::roster::{Ask, Item, Roster, Subscription};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use super::{Internal, IqClient, XmppActor, XmppEvent, new_id};
+use crate::hub::HubEvent;
+
+/// A roster item as the hub keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterEntry {
+    pub jid: String,
+    /// The name the user gave the contact, or "".
+    pub name: String,
+    /// none, to, from or both (RFC 6121 section 2.1.2.5).
+    pub subscription: &'static str,
+    /// We asked to see the contact's presence and they have not answered.
+    pub asked: bool,
+    /// The item was removed from the roster.
+    pub removed: bool,
+}
+
+impl RosterEntry {
+    fn from_item(item: Item) -> Self {
+        let subscription = match item.subscription {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+            Subscription::Remove => "remove",
+        };
+        Self {
+            jid: item.jid.to_string(),
+            name: item.name.unwrap_or_default(),
+            subscription,
+            asked: item.ask == Ask::Subscribe,
+            removed: item.subscription == Subscription::Remove,
+        }
+    }
+}
+
+/// One available resource of a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePresence {
+    /// available, chat, away, xa or dnd.
+    pub show: String,
+    pub status: String,
+    pub priority: i8,
+}
+
+/// Our own presence: `show` is none for plain available.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OwnPresence {
+    pub show: Option<Show>,
+    pub status: String,
+}
+
+impl OwnPresence {
+    /// Reads what `Daemon.SetPresence` was given: show is available, chat, away, xa or dnd.
+    pub fn parse(show: &str, status: &str) -> Result<Self, String> {
+        let show = match show {
+            "available" | "" => None,
+            "chat" => Some(Show::Chat),
+            "away" => Some(Show::Away),
+            "xa" => Some(Show::Xa),
+            "dnd" => Some(Show::Dnd),
+            other => return Err(format!("unknown show {other:?}: available, chat, away, xa or dnd")),
+        };
+        if status.len() > 1024 {
+            return Err("the status text is longer than 1024 bytes".into());
+        }
+        Ok(Self { show, status: status.to_owned() })
+    }
+
+    pub fn show_name(&self) -> &'static str {
+        show_name(self.show.as_ref())
+    }
+
+    /// Our broadcast presence, with our caps (XEP-0115 section 4: in every available presence).
+    pub(super) fn stanza(&self) -> Presence {
+        let mut presence = Presence::available();
+        presence.show = self.show.clone();
+        if !self.status.is_empty() {
+            presence.set_status("", self.status.clone());
+        }
+        presence.with_payload(caps::own_caps())
+    }
+}
+
+fn show_name(show: Option<&Show>) -> &'static str {
+    match show {
+        None => "available",
+        Some(Show::Chat) => "chat",
+        Some(Show::Away) => "away",
+        Some(Show::Xa) => "xa",
+        Some(Show::Dnd) => "dnd",
+    }
+}
+
+/// What to do about a subscription (RFC 6121 section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionAction {
+    /// Ask to see the contact's presence.
+    Subscribe,
+    /// Let the contact see ours.
+    Approve,
+    /// Refuse (or revoke) the contact's view of ours.
+    Deny,
+}
+
+impl SubscriptionAction {
+    pub(super) fn stanza(self, jid: BareJid) -> Presence {
+        let type_ = match self {
+            SubscriptionAction::Subscribe => Type::Subscribe,
+            SubscriptionAction::Approve => Type::Subscribed,
+            SubscriptionAction::Deny => Type::Unsubscribed,
+        };
+        Presence::new(type_).with_to(jid)
+    }
+}
+
+/// `peer`, or its full JID when a resource is known.
+pub(super) fn address(peer: &BareJid, resource: Option<&str>) -> Jid {
+    match resource.and_then(|r| peer.with_resource_str(r).ok()) {
+        Some(full) => full.into(),
+        None => peer.clone().into(),
+    }
+}
+
+/// Our answer to a get or set addressed to us: pings, disco#info about ourselves (also at
+/// our caps node), and service-unavailable for the rest (RFC 6120 section 8.4).
+pub(super) fn answer(id: String, payload: Element, get: bool) -> Iq {
+    if get && payload.is("ping", ns::PING) {
+        return Iq::Result { from: None, to: None, id, payload: None };
+    }
+    if get && let Ok(query) = DiscoInfoQuery::try_from(payload) {
+        let own_node = caps::own_node();
+        return match query.node {
+            None => Iq::from_result(id, Some(caps::disco_info(None))),
+            Some(node) if node == own_node => Iq::from_result(id, Some(caps::disco_info(Some(node)))),
+            Some(_) => Iq::from_error(
+                id,
+                StanzaError::new(ErrorType::Cancel, DefinedCondition::ItemNotFound, "en", "no such node"),
+            ),
+        };
+    }
+    let error = StanzaError::new(
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        "en",
+        "not implemented by cusaxd",
+    );
+    Iq::from_error(id, error)
+}
+
+/// Caps hashes we have verified (XEP-0115 section 5.4), and those being resolved with who
+/// waits for them.
+#[derive(Debug, Default)]
+pub(super) struct CapsCache {
+    known: HashMap<Vec<u8>, Arc<[String]>>,
+    waiting: HashMap<Vec<u8>, Vec<(String, String)>>,
+}
+
+impl XmppActor {
+    /// Asks for the whole roster; the answer goes to the hub.
+    pub(super) fn request_roster(&mut self) {
+        let iq = IqClient { internal: self.internal.clone() };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let request = Iq::from_get(new_id(), Roster { ver: None, items: Vec::new() });
+            match iq.ask(request).await {
+                Ok(Some(payload)) => match Roster::try_from(payload) {
+                    Ok(roster) => {
+                        let items = roster.items.into_iter().map(RosterEntry::from_item).collect();
+                        let _ = events.send(HubEvent::Xmpp(XmppEvent::Roster { items }));
+                    }
+                    Err(e) => warn!(error = %e, "a malformed roster"),
+                },
+                Ok(None) => warn!("an empty roster answer"),
+                Err(e) => warn!(error = %e, "cannot fetch the roster"),
+            }
+        });
+    }
+
+    /// A roster push from our server (the caller checked who sent it).
+    pub(super) fn on_roster_push(&mut self, payload: Element) {
+        match Roster::try_from(payload) {
+            // RFC 6121 section 2.1.6: a push holds exactly one item.
+            Ok(roster) if roster.items.len() == 1 => {
+                for item in roster.items {
+                    self.emit(XmppEvent::RosterPush { item: RosterEntry::from_item(item) });
+                }
+            }
+            Ok(_) => warn!("a roster push without exactly one item: ignored"),
+            Err(e) => warn!(error = %e, "a malformed roster push"),
+        }
+    }
+
+    pub(super) fn on_presence(&mut self, presence: Presence) {
+        let Some(from) = presence.from.clone() else { return };
+        let jid = from.to_bare();
+        if self.account.as_ref() == Some(&jid) {
+            // Our own other clients.
+            return;
+        }
+        let resource = from.resource().map(|r| r.to_string()).unwrap_or_default();
+        match presence.type_ {
+            Type::Subscribe => self.emit(XmppEvent::SubscriptionRequest { jid: jid.to_string() }),
+            Type::None => {
+                let state = ResourcePresence {
+                    show: show_name(presence.show.as_ref()).to_owned(),
+                    status: presence.statuses.values().next().cloned().unwrap_or_default(),
+                    priority: presence.priority.0,
+                };
+                let caps = presence
+                    .payloads
+                    .iter()
+                    .find(|p| p.is("c", ns::CAPS))
+                    .and_then(|c| Caps::try_from(c.clone()).ok());
+                self.emit(XmppEvent::Presence {
+                    jid: jid.to_string(),
+                    resource: resource.clone(),
+                    presence: Some(state),
+                });
+                if let Some(caps) = caps {
+                    self.resolve_caps(from, jid.to_string(), resource, caps);
+                }
+            }
+            Type::Unavailable => {
+                self.emit(XmppEvent::Presence { jid: jid.to_string(), resource, presence: None })
+            }
+            other => debug!(?other, from = %jid, "presence"),
+        }
+    }
+
+    /// Finds out what `caps` stands for: from the cache, or by asking `from` once per hash.
+    fn resolve_caps(&mut self, from: Jid, jid: String, resource: String, caps: Caps) {
+        if let Some(features) = self.caps.known.get(&caps.ver) {
+            let features = features.clone();
+            self.emit(XmppEvent::Capabilities { jid, resource, features });
+            return;
+        }
+        let waiting = self.caps.waiting.entry(caps.ver.clone()).or_default();
+        waiting.push((jid, resource));
+        if waiting.len() > 1 {
+            return;
+        }
+        let iq = IqClient { internal: self.internal.clone() };
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let query = xmpp_parsers::caps::query_caps(caps.clone());
+            let answer = iq.ask(Iq::from_get(new_id(), query).with_to(from)).await;
+            let features = match answer {
+                Ok(Some(payload)) => DiscoInfoResult::try_from(payload)
+                    .ok()
+                    .filter(|info| caps::matches(info, &caps))
+                    .map(|info| info.features.into_iter().collect::<Vec<_>>().into()),
+                _ => None,
+            };
+            let _ = internal.send(Internal::CapsResolved { ver: caps.ver, features });
+        });
+    }
+
+    pub(super) fn on_caps_resolved(&mut self, ver: Vec<u8>, features: Option<Arc<[String]>>) {
+        let waiting = self.caps.waiting.remove(&ver).unwrap_or_default();
+        let Some(features) = features else {
+            debug!("a caps hash did not resolve or did not match its answer");
+            return;
+        };
+        self.caps.known.insert(ver, features.clone());
+        for (jid, resource) in waiting {
+            self.emit(XmppEvent::Capabilities { jid, resource, features: features.clone() });
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Chat between cusaxd (alice) and a stock slixmpp client (bob) through a real Prosody:
+//! threads, receipts and chat states both ways; nothing lost or doubled when the server is
+//! down, when cusaxd is killed, or when cusaxd is offline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cusax_tests::{
+    Cusaxd, PATIENCE, PrivateBus, Testbed, Watch, XmppPeer, assert_documented, busctl, cusaxctl, status_json,
+    wait_for, write_private,
+};
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@localhost";
+const BOB: &str = "bob@localhost";
+
+/// alice's config: XMPP only, on the test bed's Prosody.
+fn write_config(testbed: &Testbed, dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
+        testbed.port("XMPP_C2S_PORT"),
+        testbed.ca_file().display()
+    );
+    write_private(&path, &text).unwrap();
+    path
+}
+
+/// alice's cusaxd with her history in `dir/data`, once online.
+fn start_alice(bus: &PrivateBus, config: &Path, dir: &Path) -> Cusaxd {
+    let data = dir.join("data");
+    let daemon = Cusaxd::start_with_env(bus, config, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for("alice online", || Some(()).filter(|_| status_json(bus)["XmppState"] == "online"));
+    daemon
+}
+
+/// `cusaxctl msg`, returning the message id.
+fn send(bus: &PrivateBus, to: &str, text: &str) -> String {
+    let out = cusaxctl(bus, &["msg", to, text]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn history(bus: &PrivateBus, peer: &str) -> Vec<Value> {
+    let out = cusaxctl(bus, &["history", peer, "--limit", "500", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn signal<'a>(event: &'a Value, member: &str) -> Option<&'a Vec<Value>> {
+    (event["event"] == "signal" && event["member"] == member).then(|| event["args"].as_array()).flatten()
+}
+
+fn message_from(peer: &mut XmppPeer, body: &str) -> Value {
+    peer.expect(|e| e["event"] == "message" && e["body"] == body, PATIENCE).unwrap()
+}
+
+#[test]
+fn messages_both_ways_with_threads_receipts_and_chat_states() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let watch = Watch::start(&bus, true);
+
+    // alice -> bob: a thread of its own, origin-id = id, a receipt asked, <active/>.
+    let id = send(&bus, BOB, "hello bob");
+    let got = message_from(&mut bob, "hello bob");
+    assert_eq!(got["type"], "chat");
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["origin_id"], id.as_str());
+    assert_eq!(got["receipt_request"], true);
+    assert_eq!(got["chatstate"], "active");
+    let thread = got["thread"].as_str().expect("a thread").to_owned();
+    assert_eq!(thread.len(), 36, "a UUID: {thread}");
+    let sent = watch.next_event(|e| signal(e, "MessageStatus").is_some_and(|a| a[0] == id.as_str()));
+    assert_eq!(signal(&sent.unwrap(), "MessageStatus").unwrap()[1], "sent");
+    bob.command(json!({"cmd": "receipt", "to": got["frm"], "id": id, "thread": thread})).unwrap();
+    let delivered = watch.next_event(|e| signal(e, "MessageStatus").is_some_and(|a| a[0] == id.as_str()));
+    assert_eq!(signal(&delivered.unwrap(), "MessageStatus").unwrap()[1], "delivered");
+
+    // bob -> alice in the same thread, asking for a receipt: MessageReceived, and a receipt.
+    bob.command(json!({"cmd": "send", "to": ALICE, "body": "hi alice", "thread": thread, "receipt": true,
+        "chatstate": "active", "id": "bob-1"}))
+        .unwrap();
+    let received = watch.next_event(|e| signal(e, "MessageReceived").is_some()).expect("MessageReceived");
+    let args = signal(&received, "MessageReceived").unwrap();
+    assert!(args[1].as_str().unwrap().starts_with("bob@localhost/"), "{args:?}");
+    assert_eq!(args[2], "hi alice");
+    assert_eq!(args[4]["direction"], "in");
+    assert_eq!(args[4]["via"], "direct");
+    assert_eq!(args[4]["delayed"], false);
+    let conversation = received["path"].as_str().unwrap().to_owned();
+    assert_documented(&bus, &conversation, "org.cusax.Cusax1.Conversation");
+    let receipt = bob
+        .expect(|e| e["event"] == "receipt", PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", alice.log_text()));
+    assert_eq!(receipt["id"], "bob-1");
+
+    // bob types: the conversation's ChatState follows; alice's paused reaches bob, with
+    // the thread (bob has shown he speaks XEP-0085).
+    bob.command(json!({"cmd": "chatstate", "to": ALICE, "state": "composing", "thread": thread})).unwrap();
+    watch
+        .next_event(|e| e["property"] == "ChatState" && e["value"] == "composing")
+        .expect("ChatState composing");
+    let out = busctl(
+        &bus,
+        &[
+            "call",
+            "org.cusax.Cusax1",
+            &conversation,
+            "org.cusax.Cusax1.Conversation",
+            "SetChatState",
+            "s",
+            "paused",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let state = bob.expect(|e| e["event"] == "chatstate", PATIENCE).unwrap();
+    assert_eq!((state["state"].as_str(), state["thread"].as_str()), (Some("paused"), Some(thread.as_str())));
+
+    // alice's reply goes to the resource bob wrote from, in bob's thread.
+    let reply = send(&bus, BOB, "how are you?");
+    let got = message_from(&mut bob, "how are you?");
+    assert_eq!(got["thread"], thread.as_str());
+    assert_eq!(got["id"], reply.as_str());
+
+    // History: both directions, with their status.
+    let page = history(&bus, BOB);
+    let bodies: Vec<(&str, &str, &str)> = page
+        .iter()
+        .map(|m| {
+            (m["direction"].as_str().unwrap(), m["body"].as_str().unwrap(), m["status"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(bodies[0], ("out", "hello bob", "delivered"));
+    assert_eq!(bodies[1], ("in", "hi alice", "received"));
+    assert_eq!(bodies[2].1, "how are you?");
+    assert_eq!(page.len(), 3, "{page:?}");
+}
+
+#[test]
+fn bad_requests_get_named_errors() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
+    let call = |args: &[&str]| {
+        let out = busctl(&bus, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let start = [
+        "call",
+        "org.cusax.Cusax1",
+        "/org/cusax/Cusax1",
+        "org.cusax.Cusax1.Conversations",
+        "StartConversation",
+        "sa{sv}",
+    ];
+    for bad in ["bob@@localhost", "localhost", ""] {
+        let mut args = start.to_vec();
+        args.extend([bad, "0"]);
+        let err = call(&args);
+        assert!(err.contains("no user part") || err.contains("not a JID"), "{bad}: {err}");
+    }
+    let path = {
+        let mut args = start.to_vec();
+        args.extend([BOB, "0"]);
+        let out = busctl(&bus, &args);
+        String::from_utf8_lossy(&out.stdout).split('"').nth(1).unwrap().to_owned()
+    };
+    let send = |body: &str| {
+        call(&[
+            "call",
+            "org.cusax.Cusax1",
+            &path,
+            "org.cusax.Cusax1.Conversation",
+            "SendMessage",
+            "sa{sv}",
+            body,
+            "0",
+        ])
+    };
+    assert!(send("").contains("the message is empty"));
+    assert!(send("   ").contains("the message is empty"));
+    let huge = "x".repeat(64 * 1024 + 1);
+    assert!(send(&huge).contains("at most 65536"));
+    let err = call(&[
+        "call",
+        "org.cusax.Cusax1",
+        &path,
+        "org.cusax.Cusax1.Conversation",
+        "SetChatState",
+        "s",
+        "typing",
+    ]);
+    assert!(err.contains("unknown chat state"), "{err}");
+    let err = call(&[
+        "call",
+        "org.cusax.Cusax1",
+        "/org/cusax/Cusax1",
+        "org.cusax.Cusax1.Daemon",
+        "SetPresence",
+        "ss",
+        "busy",
+        "",
+    ]);
+    assert!(err.contains("unknown show"), "{err}");
+    let err = call(&[
+        "call",
+        "org.cusax.Cusax1",
+        "/org/cusax/Cusax1",
+        "org.cusax.Cusax1.History",
+        "Query",
+        "a{sv}",
+        "1",
+        "limit",
+        "u",
+        "0",
+    ]);
+    assert!(err.contains("limit must be 1 to 500"), "{err}");
+    let err = call(&[
+        "call",
+        "org.cusax.Cusax1",
+        "/org/cusax/Cusax1",
+        "org.cusax.Cusax1.History",
+        "Query",
+        "a{sv}",
+        "1",
+        "peer",
+        "i",
+        "3",
+    ]);
+    assert!(err.contains("peer must be"), "{err}");
+    // Nothing was stored of the refused messages, and nothing is waiting.
+    assert!(history(&bus, BOB).is_empty());
+    // After Close the object is gone.
+    let out = busctl(&bus, &["call", "org.cusax.Cusax1", &path, "org.cusax.Cusax1.Conversation", "Close"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = send("hello");
+    assert!(err.contains("Unknown object") || err.contains("UnknownObject"), "{err}");
+}
+
+#[test]
+fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
+    testbed.stop_prosody().unwrap();
+    wait_for("alice to notice", || Some(()).filter(|_| status_json(&bus)["XmppState"] != "online"));
+    let watch = Watch::start(&bus, true);
+    let ids: Vec<String> = (1..=20).map(|n| send(&bus, BOB, &format!("offline {n}"))).collect();
+    assert!(history(&bus, BOB).iter().all(|m| m["status"] == "queued"));
+    testbed.start_prosody().unwrap();
+    for id in &ids {
+        let sent = watch.next_event(|e| {
+            signal(e, "MessageStatus").is_some_and(|a| a[0] == id.as_str() && a[1] == "sent")
+        });
+        assert!(sent.is_some(), "{id} not sent");
+    }
+    // bob was not online: Prosody kept them for him.
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let mut got = Vec::new();
+    for n in 1..=20 {
+        let m = message_from(&mut bob, &format!("offline {n}"));
+        got.push(m["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, ids, "in order");
+    let more: Vec<Value> =
+        bob.drain(Duration::from_secs(3)).into_iter().filter(|e| e["event"] == "message").collect();
+    assert!(more.is_empty(), "sent twice: {more:?}");
+}
+
+#[test]
+fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let config = write_config(&testbed, dir.path());
+    let alice = start_alice(&bus, &config, dir.path());
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    // The server takes the stanza into its socket but cannot ack it: it is stopped.
+    let prosody = testbed.pids()["prosody"];
+    cusax_tests::signal(prosody, "STOP");
+    let id = send(&bus, BOB, "before the crash");
+    std::thread::sleep(Duration::from_millis(300));
+    alice.signal("KILL");
+    drop(alice);
+    cusax_tests::signal(prosody, "CONT");
+    let _alice = start_alice(&bus, &config, dir.path());
+    let got = message_from(&mut bob, "before the crash");
+    assert_eq!(got["id"], id.as_str());
+    let again: Vec<Value> =
+        bob.drain(Duration::from_secs(5)).into_iter().filter(|e| e["event"] == "message").collect();
+    assert!(again.is_empty(), "sent twice: {again:?}");
+    let page = history(&bus, BOB);
+    assert_eq!(page.len(), 1);
+    wait_for("the message to be marked sent", || {
+        Some(()).filter(|_| history(&bus, BOB)[0]["status"] == "sent")
+    });
+}
+
+#[test]
+fn messages_sent_to_alice_while_she_was_offline_arrive_once() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let config = write_config(&testbed, dir.path());
+    let alice = start_alice(&bus, &config, dir.path());
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    bob.command(json!({"cmd": "send", "to": ALICE, "body": "while you were here"})).unwrap();
+    wait_for("the first message", || Some(()).filter(|_| history(&bus, BOB).len() == 1));
+    let (exit, _) = alice.stop_with("TERM").unwrap();
+    assert!(exit.success());
+    for n in 1..=3 {
+        bob.command(json!({"cmd": "send", "to": ALICE, "body": format!("while away {n}")})).unwrap();
+    }
+    let watch_bus = &bus;
+    let _alice = start_alice(watch_bus, &config, dir.path());
+    wait_for("three more messages", || Some(()).filter(|_| history(&bus, BOB).len() >= 4));
+    // Offline storage and the archive both had them: each is kept once.
+    std::thread::sleep(Duration::from_secs(2));
+    let bodies: Vec<String> =
+        history(&bus, BOB).iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(bodies, ["while you were here", "while away 1", "while away 2", "while away 3"]);
+}
