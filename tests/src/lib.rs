@@ -438,6 +438,50 @@ impl Drop for Watch {
 }
 
 /// The loopback servers of `testbed/testbed.sh`, on ports of their own.
+/// The XMPP servers of the test bed: every XMPP test runs against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmppServer {
+    Prosody,
+    Ejabberd,
+}
+
+impl XmppServer {
+    /// Its service name for [`Testbed::start`].
+    pub fn service(self) -> &'static str {
+        match self {
+            XmppServer::Prosody => "prosody",
+            XmppServer::Ejabberd => "ejabberd",
+        }
+    }
+
+    fn port_name(self) -> &'static str {
+        match self {
+            XmppServer::Prosody => "XMPP_C2S_PORT",
+            XmppServer::Ejabberd => "EJ_C2S_PORT",
+        }
+    }
+}
+
+/// Defines, for each named `fn NAME(server: XmppServer)`, a test against Prosody
+/// (`prosody::NAME`) and one against ejabberd (`ejabberd::NAME`).
+#[macro_export]
+macro_rules! on_both_xmpp_servers {
+    ($($name:ident),+ $(,)?) => {
+        mod prosody {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::XmppServer::Prosody)
+            })+
+        }
+        mod ejabberd {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::XmppServer::Ejabberd)
+            })+
+        }
+    };
+}
+
 pub struct Testbed {
     dir: TempDir,
     pub ports: BTreeMap<&'static str, u16>,
@@ -454,7 +498,15 @@ impl Testbed {
     /// [`Testbed::start`] with options for `testbed.sh` (`TESTBED_SIP_GRUU=1` ...).
     pub fn start_with(services: &[&str], options: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let names = ["XMPP_C2S_PORT", "XMPP_C2S_TLS_PORT", "SIP_PORT", "SIP_TLS_PORT", "KAM_CTL_PORT"];
+        let names = [
+            "XMPP_C2S_PORT",
+            "XMPP_C2S_TLS_PORT",
+            "EJ_C2S_PORT",
+            "EJ_C2S_TLS_PORT",
+            "SIP_PORT",
+            "SIP_TLS_PORT",
+            "KAM_CTL_PORT",
+        ];
         let ports: BTreeMap<&'static str, u16> = names.into_iter().zip(free_ports(names.len())).collect();
         let mut testbed = Self { dir, ports, running: true };
         let output = testbed
@@ -487,14 +539,20 @@ impl Testbed {
         self.dir.path().join("certs/ca.crt")
     }
 
-    /// Stops the test bed's Prosody (its accounts, rosters and stored messages stay).
-    pub fn stop_prosody(&self) -> anyhow::Result<()> {
-        self.run_script("prosody-stop")
+    /// Stops the test bed's XMPP server `server` (its accounts, rosters and stored messages
+    /// stay).
+    pub fn stop_xmpp(&self, server: XmppServer) -> anyhow::Result<()> {
+        self.run_script(&format!("{}-stop", server.service()))
     }
 
-    /// Starts the test bed's Prosody again and waits until it answers.
-    pub fn start_prosody(&self) -> anyhow::Result<()> {
-        self.run_script("prosody-start")
+    /// Starts the XMPP server `server` again and waits until it answers.
+    pub fn start_xmpp(&self, server: XmppServer) -> anyhow::Result<()> {
+        self.run_script(&format!("{}-start", server.service()))
+    }
+
+    /// The STARTTLS client port of `server`.
+    pub fn xmpp_port(&self, server: XmppServer) -> u16 {
+        self.port(server.port_name())
     }
 
     fn run_script(&self, action: &str) -> anyhow::Result<()> {

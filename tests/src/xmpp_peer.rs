@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::{PATIENCE, Testbed, repo_root, stop_child};
 
 pub struct XmppPeer {
+    /// The full JID it is bound to.
+    pub jid: String,
     child: Child,
     stdin: ChildStdin,
     events: Receiver<Value>,
@@ -52,8 +54,10 @@ impl XmppPeer {
                 }
             }
         });
-        let mut peer = Self { child, stdin, events, seen: Vec::new() };
-        peer.expect(|e| e["event"] == "online", PATIENCE).context("the peer did not come online")?;
+        let mut peer = Self { jid: String::new(), child, stdin, events, seen: Vec::new() };
+        let online =
+            peer.expect(|e| e["event"] == "online", PATIENCE).context("the peer did not come online")?;
+        peer.jid = online["jid"].as_str().unwrap_or_default().to_owned();
         Ok(peer)
     }
 

@@ -17,7 +17,7 @@ apt-get update -qq
 # tests: the servers and peers, dbus-daemon, systemd-analyze and busctl, gdbus
 apt-get install -y -qq --no-install-recommends \
   pkg-config libasound2-dev libopus-dev \
-  prosody lua-sec lua-event \
+  prosody lua-sec lua-event ejabberd \
   kamailio sip-tester \
   baresip-core \
   sox libsox-fmt-all espeak-ng \
@@ -26,7 +26,7 @@ apt-get install -y -qq --no-install-recommends \
   systemd libglib2.0-bin python3-venv >/dev/null
 # tshark is optional (RTP statistics from captures); answer "no" to the
 # non-root capture question (the default with noninteractive).
-for service in prosody kamailio; do
+for service in prosody kamailio ejabberd; do
   if pgrep -x "$service" -u "$service" >/dev/null 2>&1; then
     echo "install.sh: note: a system-wide $service is running; stop it (systemctl disable --now $service) if ./demo cannot bind its ports" >&2
   fi

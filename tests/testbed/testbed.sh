@@ -18,11 +18,14 @@
 #                           consecutive ports: SIPP_PORT=5090 (3), SIPP_RTP_PORT=6000 (12)
 #   testbed.sh xmpp-demo DIR   slixmpp: message with custom child + presence
 #   testbed.sh prosody-stop DIR / prosody-start DIR   stop or start again the test bed's
-#                           Prosody alone (its data stays), for tests of a server outage
+#                           Prosody alone (its data stays), for tests of a server outage;
+#                           ejabberd-stop / ejabberd-start the same for ejabberd
 #
 # Env (all optional):
 #   XMPP_C2S_PORT=5222 XMPP_C2S_TLS_PORT=5223 SIP_PORT=5060 KAM_CTL_PORT=5069
-#   TESTBED_SERVICES="prosody kamailio"   any of: prosody kamailio pulse dbus
+#   TESTBED_SERVICES="prosody kamailio"   any of: prosody kamailio ejabberd pulse dbus
+#                       ejabberd: on EJ_C2S_PORT=5232 (STARTTLS) / EJ_C2S_TLS_PORT=5233 (TLS),
+#                       an Erlang node named after its port, so test beds can run side by side
 #                       pulse: PulseAudio with null sinks (fake sound card)
 #                       dbus: a private session bus (DBUS_SESSION_BUS_ADDRESS)
 #   TESTBED_SIP_TLS=1   kamailio also listens for SIP over TLS on SIP_TLS_PORT=5061
@@ -36,6 +39,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}; dir=${2:-${TESTBED_DIR:-}}
 users=${TESTBED_USERS:-alice bob carol}
 c2s=${XMPP_C2S_PORT:-5222}; c2s_tls=${XMPP_C2S_TLS_PORT:-5223}
+ej_c2s=${EJ_C2S_PORT:-5232}; ej_tls=${EJ_C2S_TLS_PORT:-5233}
 sip=${SIP_PORT:-5060}; sip_tls=${SIP_TLS_PORT:-5061}; kctl=${KAM_CTL_PORT:-5069}
 services=" ${TESTBED_SERVICES:-prosody kamailio} "
 py=${TESTBED_PYTHON:-$here/.venv/bin/python}
@@ -71,6 +75,34 @@ stop_pid() {   # stop_pid PID NAME : TERM, wait up to 5 s, then KILL
   # The whole group: a forking server's workers must not outlive it and keep its ports.
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   log "killed $name ($pid) and its process group after 5 s"
+}
+
+ejabberdctl_() {
+  local ej=$dir/ejabberd
+  ejabberdctl --config-dir "$ej" --config "$ej/ejabberd.yml" --ctl-config "$ej/ejabberdctl.cfg" \
+    --logs "$ej/logs" --spool "$ej/spool" "$@"
+}
+
+ejabberd_start() {
+  local ej=$dir/ejabberd t0
+  t0=$(now_ms)
+  if [ ! -d "$ej" ]; then
+    mkdir -p "$ej"/{certs,spool,logs}
+    cp "$here/ejabberd/"{ejabberd.yml,ejabberdctl.cfg,inetrc} "$ej/"
+    sed -i -e "s/C2S_PORT: 5232/C2S_PORT: $ej_c2s/" -e "s/C2S_TLS_PORT: 5233/C2S_TLS_PORT: $ej_tls/" "$ej/ejabberd.yml"
+    sed -i -e "s/^ERLANG_NODE=.*/ERLANG_NODE=ejabberd$ej_c2s@localhost/" "$ej/ejabberdctl.cfg"
+    cp "$dir/certs/localhost.crt" "$dir/certs/localhost.key" "$ej/certs/"
+    chown -R ejabberd:ejabberd "$ej" && chmod 640 "$ej/certs/localhost.key"
+  fi
+  # epmd (Erlang's name service) is shared by every node on the machine: started on
+  # loopback here when missing, and left running (another test bed's node may need it).
+  pgrep -x epmd >/dev/null || epmd -daemon -address 127.0.0.1
+  start_bg ejabberd "$ej" ejabberdctl --config-dir "$ej" --config "$ej/ejabberd.yml" \
+    --ctl-config "$ej/ejabberdctl.cfg" --logs "$ej/logs" --spool "$ej/spool" foreground
+  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$ej_c2s" localhost 60 || die "ejabberd not ready (see $ej/logs)"
+  # ejabberdctl runs the node through su: the Erlang VM is its own PID, stopped by name.
+  pgrep -f "beam.smp.*ejabberd$ej_c2s@localhost" | head -1 >"$dir/pids/ejabberd-beam.pid"
+  log "ejabberd ready on 127.0.0.1:$ej_c2s in $(( $(now_ms) - t0 )) ms"
 }
 
 prosody_start() {
@@ -134,6 +166,13 @@ up() {
     for u in $users; do   # users beyond the config's alice/bob/carol
       kamcmd -s "tcp:127.0.0.1:$kctl" htable.sets users "$u" "secret-$u" >/dev/null || die "kamcmd failed"
     done
+  fi
+
+  # --- ejabberd (ejabberdctl runs the node as the user ejabberd, so the folder is theirs)
+  if wanted ejabberd; then
+    ejabberd_start
+    local u
+    for u in $users; do ejabberdctl_ register "$u" localhost "secret-$u" >/dev/null 2>&1 || die "ejabberd register $u failed"; done
   fi
 
   # --- optional: PulseAudio with null sinks (paced fake sound card)
@@ -268,6 +307,8 @@ case $cmd in
   down) down ;;
   prosody-stop) stop_pid "$(cat "$dir/pids/prosody.pid")" prosody ;;
   prosody-start) t0=$(now_ms); prosody_start; log "prosody restarted in $(( $(now_ms) - t0 )) ms" ;;
+  ejabberd-stop) for n in ejabberd-beam ejabberd; do stop_pid "$(cat "$dir/pids/$n.pid")" "$n"; done ;;
+  ejabberd-start) ejabberd_start ;;
   call-demo) call_demo ;;
   sipp-demo) sipp_demo ;;
   xmpp-demo) xmpp_demo ;;

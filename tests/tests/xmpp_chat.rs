@@ -1,4 +1,5 @@
-//! Chat between cusaxd (alice) and a stock slixmpp client (bob) through a real Prosody:
+//! Chat between cusaxd (alice) and a stock slixmpp client (bob) through a real Prosody and a
+//! real ejabberd:
 //! threads, receipts and chat states both ways; nothing lost or doubled when the server is
 //! down, when cusaxd is killed, or when cusaxd is offline.
 
@@ -6,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cusax_tests::{
-    Cusaxd, PATIENCE, PrivateBus, Testbed, Watch, XmppPeer, assert_documented, busctl, cusaxctl, status_json,
-    wait_for, write_private,
+    Cusaxd, PATIENCE, PrivateBus, Testbed, Watch, XmppPeer, XmppServer, assert_documented, busctl, cusaxctl,
+    on_both_xmpp_servers, status_json, wait_for, write_private,
 };
 use serde_json::{Value, json};
 
@@ -15,11 +16,11 @@ const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
 
 /// alice's config: XMPP only, on the test bed's Prosody.
-fn write_config(testbed: &Testbed, dir: &Path) -> std::path::PathBuf {
+fn write_config(testbed: &Testbed, server: XmppServer, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     let text = format!(
         "[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
-        testbed.port("XMPP_C2S_PORT"),
+        testbed.xmpp_port(server),
         testbed.ca_file().display()
     );
     write_private(&path, &text).unwrap();
@@ -55,13 +56,12 @@ fn message_from(peer: &mut XmppPeer, body: &str) -> Value {
     peer.expect(|e| e["event"] == "message" && e["body"] == body, PATIENCE).unwrap()
 }
 
-#[test]
-fn messages_both_ways_with_threads_receipts_and_chat_states() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn messages_both_ways_with_threads_receipts_and_chat_states(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
-    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let alice = start_alice(&bus, &write_config(&testbed, server, dir.path()), dir.path());
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
     let watch = Watch::start(&bus, true);
 
     // alice -> bob: a thread of its own, origin-id = id, a receipt asked, <active/>.
@@ -140,12 +140,11 @@ fn messages_both_ways_with_threads_receipts_and_chat_states() {
     assert_eq!(page.len(), 3, "{page:?}");
 }
 
-#[test]
-fn bad_requests_get_named_errors() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn bad_requests_get_named_errors(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let _alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
+    let _alice = start_alice(&bus, &write_config(&testbed, server, dir.path()), dir.path());
     let call = |args: &[&str]| {
         let out = busctl(&bus, args);
         assert!(!out.status.success(), "{args:?} succeeded");
@@ -243,18 +242,17 @@ fn bad_requests_get_named_errors() {
     assert!(err.contains("Unknown object") || err.contains("UnknownObject"), "{err}");
 }
 
-#[test]
-fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let _alice = start_alice(&bus, &write_config(&testbed, dir.path()), dir.path());
-    testbed.stop_prosody().unwrap();
+    let _alice = start_alice(&bus, &write_config(&testbed, server, dir.path()), dir.path());
+    testbed.stop_xmpp(server).unwrap();
     wait_for("alice to notice", || Some(()).filter(|_| status_json(&bus)["XmppState"] != "online"));
     let watch = Watch::start(&bus, true);
     let ids: Vec<String> = (1..=20).map(|n| send(&bus, BOB, &format!("offline {n}"))).collect();
     assert!(history(&bus, BOB).iter().all(|m| m["status"] == "queued"));
-    testbed.start_prosody().unwrap();
+    testbed.start_xmpp(server).unwrap();
     for id in &ids {
         let sent = watch.next_event(|e| {
             signal(e, "MessageStatus").is_some_and(|a| a[0] == id.as_str() && a[1] == "sent")
@@ -262,7 +260,7 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order() {
         assert!(sent.is_some(), "{id} not sent");
     }
     // bob was not online: Prosody kept them for him.
-    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
     let mut got = Vec::new();
     for n in 1..=20 {
         let m = message_from(&mut bob, &format!("offline {n}"));
@@ -274,22 +272,21 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order() {
     assert!(more.is_empty(), "sent twice: {more:?}");
 }
 
-#[test]
-fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let config = write_config(&testbed, dir.path());
+    let config = write_config(&testbed, server, dir.path());
     let alice = start_alice(&bus, &config, dir.path());
-    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
     // The server takes the stanza into its socket but cannot ack it: it is stopped.
-    let prosody = testbed.pids()["prosody"];
-    cusax_tests::signal(prosody, "STOP");
+    let pid = testbed.pids()[if server == XmppServer::Prosody { "prosody" } else { "ejabberd-beam" }];
+    cusax_tests::signal(pid, "STOP");
     let id = send(&bus, BOB, "before the crash");
     std::thread::sleep(Duration::from_millis(300));
     alice.signal("KILL");
     drop(alice);
-    cusax_tests::signal(prosody, "CONT");
+    cusax_tests::signal(pid, "CONT");
     let _alice = start_alice(&bus, &config, dir.path());
     let got = message_from(&mut bob, "before the crash");
     assert_eq!(got["id"], id.as_str());
@@ -303,14 +300,13 @@ fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice() 
     });
 }
 
-#[test]
-fn messages_sent_to_alice_while_she_was_offline_arrive_once() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn messages_sent_to_alice_while_she_was_offline_arrive_once(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let config = write_config(&testbed, dir.path());
+    let config = write_config(&testbed, server, dir.path());
     let alice = start_alice(&bus, &config, dir.path());
-    let mut bob = XmppPeer::start(&testbed, "bob", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
     bob.command(json!({"cmd": "send", "to": ALICE, "body": "while you were here"})).unwrap();
     wait_for("the first message", || Some(()).filter(|_| history(&bus, BOB).len() == 1));
     let (exit, _) = alice.stop_with("TERM").unwrap();
@@ -327,3 +323,57 @@ fn messages_sent_to_alice_while_she_was_offline_arrive_once() {
         history(&bus, BOB).iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect();
     assert_eq!(bodies, ["while you were here", "while away 1", "while away 2", "while away 3"]);
 }
+
+/// Copies of what alice's other client sends and receives (XEP-0280) reach cusaxd's history
+/// and signals; a "carbon" forged by someone else does not.
+fn carbons_from_our_account_count_and_forged_ones_do_not(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _alice = start_alice(&bus, &write_config(&testbed, server, dir.path()), dir.path());
+    let mut laptop = XmppPeer::start(&testbed, "alice", testbed.xmpp_port(server)).unwrap();
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
+    let watch = Watch::start(&bus, true);
+    let received = |body: &str| {
+        let event = watch.next_event(|e| signal(e, "MessageReceived").is_some_and(|a| a[2] == body));
+        signal(&event.unwrap_or_else(|| panic!("no MessageReceived for {body}")), "MessageReceived")
+            .unwrap()
+            .clone()
+    };
+
+    laptop.command(json!({"cmd": "send", "to": BOB, "body": "from my laptop"})).unwrap();
+    message_from(&mut bob, "from my laptop");
+    let sent = received("from my laptop");
+    assert_eq!(
+        (sent[1].as_str(), &sent[4]["direction"], &sent[4]["via"]),
+        (Some(ALICE), &json!("out"), &json!("carbon"))
+    );
+
+    bob.command(json!({"cmd": "send", "to": laptop.jid, "body": "to your laptop"})).unwrap();
+    message_from(&mut laptop, "to your laptop");
+    let copy = received("to your laptop");
+    assert_eq!((&copy[4]["direction"], &copy[4]["via"]), (&json!("in"), &json!("carbon")));
+
+    // bob wraps a message "from carol" as if it were a carbon: cusax-wire P21.
+    let forged = format!(
+        "<message xmlns='jabber:client' to='{ALICE}' type='chat'><received xmlns='urn:xmpp:carbons:2'>\
+         <forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='carol@localhost/x' \
+         to='{ALICE}' type='chat'><body>forged</body></message></forwarded></received></message>"
+    );
+    bob.command(json!({"cmd": "raw", "xml": forged})).unwrap();
+    bob.command(json!({"cmd": "send", "to": ALICE, "body": "after the forgery"})).unwrap();
+    received("after the forgery");
+    let bodies: Vec<String> =
+        history(&bus, "carol@localhost").iter().map(|m| m["body"].to_string()).collect();
+    assert!(bodies.is_empty(), "the forged carbon was taken: {bodies:?}");
+    assert_eq!(history(&bus, BOB).len(), 3);
+}
+
+on_both_xmpp_servers!(
+    carbons_from_our_account_count_and_forged_ones_do_not,
+    messages_both_ways_with_threads_receipts_and_chat_states,
+    bad_requests_get_named_errors,
+    twenty_messages_sent_while_the_server_is_down_arrive_once_in_order,
+    a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice,
+    messages_sent_to_alice_while_she_was_offline_arrive_once,
+);

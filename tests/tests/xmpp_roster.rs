@@ -1,22 +1,22 @@
 //! Roster, subscriptions and presence between cusaxd (alice) and stock slixmpp clients
-//! through a real Prosody: requests both ways, approve and deny, presence per resource with
+//! through a real Prosody and a real ejabberd: requests both ways, approve and deny, presence per resource with
 //! verified caps, our own presence with our caps and the disco#info behind them.
 
 use std::path::Path;
 
 use cusax_tests::{
-    Cusaxd, PATIENCE, PrivateBus, Testbed, XmppPeer, assert_documented, cusaxctl, status_json, wait_for,
-    write_private,
+    Cusaxd, PATIENCE, PrivateBus, Testbed, XmppPeer, XmppServer, assert_documented, cusaxctl,
+    on_both_xmpp_servers, status_json, wait_for, write_private,
 };
 use serde_json::{Value, json};
 
 const ALICE: &str = "alice@localhost";
 
-fn start_alice(testbed: &Testbed, dir: &Path, bus: &PrivateBus) -> Cusaxd {
+fn start_alice(testbed: &Testbed, server: XmppServer, dir: &Path, bus: &PrivateBus) -> Cusaxd {
     let path = dir.join("config.toml");
     let text = format!(
         "[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
-        testbed.port("XMPP_C2S_PORT"),
+        testbed.xmpp_port(server),
         testbed.ca_file().display()
     );
     write_private(&path, &text).unwrap();
@@ -49,13 +49,12 @@ fn requests(bus: &PrivateBus) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn subscriptions_both_ways_presence_per_resource_and_caps() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn subscriptions_both_ways_presence_per_resource_and_caps(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let _alice = start_alice(&testbed, dir.path(), &bus);
-    let port = testbed.port("XMPP_C2S_PORT");
+    let _alice = start_alice(&testbed, server, dir.path(), &bus);
+    let port = testbed.xmpp_port(server);
     let mut bob = XmppPeer::start(&testbed, "bob", port).unwrap();
 
     // alice asks; the roster push shows the pending request.
@@ -122,13 +121,12 @@ fn subscriptions_both_ways_presence_per_resource_and_caps() {
     });
 }
 
-#[test]
-fn a_denied_request_is_refused_and_forgotten() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn a_denied_request_is_refused_and_forgotten(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start().unwrap();
-    let _alice = start_alice(&testbed, dir.path(), &bus);
-    let mut carol = XmppPeer::start(&testbed, "carol", testbed.port("XMPP_C2S_PORT")).unwrap();
+    let _alice = start_alice(&testbed, server, dir.path(), &bus);
+    let mut carol = XmppPeer::start(&testbed, "carol", testbed.xmpp_port(server)).unwrap();
     carol.command(json!({"cmd": "subscribe", "to": ALICE})).unwrap();
     wait_for("carol's request", || Some(()).filter(|_| requests(&bus) == ["carol@localhost"]));
     ctl(&bus, &["deny", "carol@localhost"]);
@@ -137,3 +135,8 @@ fn a_denied_request_is_refused_and_forgotten() {
         .expect(|e| e["event"] == "presence" && e["frm"] == ALICE && e["type"] == "unsubscribed", PATIENCE)
         .unwrap();
 }
+
+on_both_xmpp_servers!(
+    subscriptions_both_ways_presence_per_resource_and_caps,
+    a_denied_request_is_refused_and_forgotten,
+);

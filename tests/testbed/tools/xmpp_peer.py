@@ -11,6 +11,7 @@ It logs in as --jid on 127.0.0.1 (no DNS), sends its presence, and then:
     {"cmd": "chatstate", "to": J, "state": S, "thread": T?}
     {"cmd": "subscribe", "to": J} / {"cmd": "approve", "to": J}
     {"cmd": "presence", "show": S?, "status": T?}
+    {"cmd": "raw", "xml": X}     (sent as it is: forged stanzas for the trust tests)
     {"cmd": "disco", "to": J}    -> {"event": "disco", "identities": [...], "features": [...]}
     {"cmd": "quit"}
   and answers each with {"event": "done", "cmd": ...}.
@@ -133,6 +134,8 @@ class Peer(slixmpp.ClientXMPP):
             self.send_presence_subscription(pto=c["to"])
         elif kind == "approve":
             self.send_presence(pto=c["to"], ptype="subscribed")
+        elif kind == "raw":
+            self.send_raw(c["xml"])
         elif kind == "presence":
             self.send_presence(pshow=c.get("show"), pstatus=c.get("status"))
         elif kind == "disco":
