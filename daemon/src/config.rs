@@ -77,6 +77,8 @@ pub struct XmppAccount {
     pub password: Secret,
     /// `host:port` that skips the SRV lookup.
     pub server: Option<ServerAddress>,
+    /// TLS from the first byte on `server` (XEP-0368), instead of STARTTLS.
+    pub direct_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,6 +476,7 @@ struct RawXmpp {
     password: Option<Spanned<RawPassword>>,
     password_file: Option<Spanned<PathBuf>>,
     server: Option<Spanned<String>>,
+    direct_tls: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -654,7 +657,20 @@ fn validate_xmpp(raw: RawXmpp, base: &Path, mode: u32) -> Result<XmppAccount, In
             })
         })
         .transpose()?;
-    Ok(XmppAccount { jid, password: secret(raw.password, raw.password_file, base, mode, "xmpp")?, server })
+    let direct_tls = match (raw.direct_tls, &server) {
+        (Some(direct), None) if *direct.get_ref() => {
+            let problem =
+                Problem::BadValue("direct_tls needs xmpp.server: without it the SRV records decide".into());
+            return Err((direct.span(), "xmpp.direct_tls".to_owned(), problem));
+        }
+        (direct, _) => direct.is_some_and(|d| *d.get_ref()),
+    };
+    Ok(XmppAccount {
+        jid,
+        password: secret(raw.password, raw.password_file, base, mode, "xmpp")?,
+        server,
+        direct_tls,
+    })
 }
 
 fn secret(
@@ -865,6 +881,10 @@ on_the_phone = "pep-only"
         assert_eq!(
             error("[xmpp]\njid = \"a@b\"\nserver = \"b\"\n"),
             ("bad-value".into(), 3, "xmpp.server".into())
+        );
+        assert_eq!(
+            error("[xmpp]\njid = \"a@b\"\ndirect_tls = true\n"),
+            ("bad-value".into(), 3, "xmpp.direct_tls".into())
         );
         assert_eq!(
             error("[sip]\naor = \"sip:a@b\"\npassword = { vault = \"x\" }\n"),

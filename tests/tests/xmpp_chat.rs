@@ -186,6 +186,7 @@ fn bad_requests_get_named_errors(server: XmppServer) {
     assert!(send("   ").contains("the message is empty"));
     let huge = "x".repeat(64 * 1024 + 1);
     assert!(send(&huge).contains("at most 65536"));
+    assert!(send("bell \u{7}").contains("cannot carry"));
     let err = call(&[
         "call",
         "org.cusax.Cusax1",

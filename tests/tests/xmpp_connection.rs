@@ -169,3 +169,21 @@ fn a_reload_while_offline_leaves_no_old_attempts_behind() {
     let stray = watch.next_matching(|l| l.contains("\"property\":\"XmppState\""));
     assert!(stray.is_none(), "the old account still reports: {stray:?}");
 }
+
+/// `direct_tls = true`: TLS from the first byte (XEP-0368) on Prosody's direct TLS port,
+/// which answers nothing else.
+#[test]
+fn direct_tls_on_the_configured_port() {
+    let testbed = Testbed::start(&["prosody"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = format!(
+        "[xmpp]\njid = \"alice@localhost\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\ndirect_tls = true\n[tls]\nextra_ca = \"{}\"\n",
+        testbed.port("XMPP_C2S_TLS_PORT"),
+        testbed.ca_file().display()
+    );
+    write_private(&path, &text).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _daemon = Cusaxd::start(&bus, &path).unwrap();
+    wait_for_state(&bus, "online");
+}

@@ -22,6 +22,8 @@ pub enum CusaxError {
     InvalidArgument(String),
     /// The account this needs (XMPP for chat and presence) is not in the config.
     NotConfigured(String),
+    /// The account this needs is not online now.
+    NotConnected(String),
 }
 
 impl From<crate::sip::CallError> for CusaxError {
@@ -44,6 +46,7 @@ impl From<crate::hub::MessagingError> for CusaxError {
             MessagingError::InvalidArgument(m) => CusaxError::InvalidArgument(m),
             MessagingError::NotFound => CusaxError::NotFound(e.to_string()),
             MessagingError::NotConfigured => CusaxError::NotConfigured(e.to_string()),
+            MessagingError::NotConnected => CusaxError::NotConnected(e.to_string()),
             MessagingError::Failed(m) => CusaxError::Failed(m),
         }
     }

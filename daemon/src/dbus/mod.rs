@@ -24,7 +24,7 @@ use chat_objects::{
 pub use daemon_object::DaemonObject;
 pub use error::CusaxError;
 
-use crate::hub::{DaemonStatus, HubHandle, HubSignal};
+use crate::hub::{DaemonStatus, HubHandle, HubSignal, ReceivedMessage};
 
 /// The well-known name the daemon owns on the session bus.
 pub const BUS_NAME: &str = "org.cusax.Cusax1";
@@ -135,9 +135,12 @@ async fn emit_signals(conn: Connection, hub: HubHandle, mut signals: broadcast::
                     warn!(error = %e, "could not signal a DTMF digit");
                 }
             }
-            Ok(HubSignal::MessageReceived { conversation, from, message, via, delayed }) => {
+            Ok(HubSignal::MessageReceived(received)) => {
+                let ReceivedMessage { conversation, from, message, via, delayed } = *received;
                 let emitted = async {
-                    let iface = conversation_interface(&conn, &hub, conversation).await?;
+                    let Some(iface) = conversation_interface(&conn, &hub, conversation).await? else {
+                        return Ok(());
+                    };
                     let details = received_details(&message, via, delayed);
                     let emitter = iface.signal_emitter();
                     ConversationObject::message_received(
@@ -156,7 +159,9 @@ async fn emit_signals(conn: Connection, hub: HubHandle, mut signals: broadcast::
             }
             Ok(HubSignal::MessageStatus { conversation, uid, status }) => {
                 let emitted = async {
-                    let iface = conversation_interface(&conn, &hub, conversation).await?;
+                    let Some(iface) = conversation_interface(&conn, &hub, conversation).await? else {
+                        return Ok(());
+                    };
                     ConversationObject::message_status(iface.signal_emitter(), &uid, status.as_str()).await
                 };
                 if let Err(e) = emitted.await {
@@ -245,15 +250,18 @@ async fn publish_calls(
 }
 
 /// The interface of conversation `id`, exported first if the signal outran the publisher
-/// (a message that opened the conversation).
+/// (a message that opened the conversation); `None` once it is closed.
 async fn conversation_interface(
     conn: &Connection,
     hub: &HubHandle,
     id: crate::hub::ConversationId,
-) -> zbus::Result<zbus::object_server::InterfaceRef<ConversationObject>> {
+) -> zbus::Result<Option<zbus::object_server::InterfaceRef<ConversationObject>>> {
+    if !hub.status().borrow().conversations.contains_key(&id) {
+        return Ok(None);
+    }
     let server = conn.object_server();
     export_conversation(server, hub, id).await?;
-    server.interface::<_, ConversationObject>(conversation_path(id)).await
+    server.interface::<_, ConversationObject>(conversation_path(id)).await.map(Some)
 }
 
 /// Adds and removes conversation objects, and signals their changes.

@@ -15,13 +15,19 @@ use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn};
 use xmpp_parsers::jid::{BareJid, Jid};
 
-use super::{Hub, HubSignal, XmppState};
+use super::{Hub, HubSignal, ReceivedMessage, XmppState};
 use crate::sip::OsEntropy;
 use crate::store::{Direction, HistoryFilter, NewMessage, Status, StoredMessage};
 use crate::xmpp::{OwnPresence, ResourcePresence, RosterEntry, SubscriptionAction, XmppCommand, XmppEvent};
 
 /// The largest message body we accept (bytes of UTF-8).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Subscription requests kept waiting for an answer; more are refused by the server's next
+/// delivery anyway (it repeats pending requests at every login).
+const MAX_REQUESTS: usize = 100;
+/// Conversations a peer's first message opens on its own; past this, strangers' messages
+/// are kept in the history without a conversation object.
+const MAX_CONVERSATIONS: usize = 1000;
 
 /// The daemon's number for a conversation (`/org/cusax/Cusax1/conversation/N`).
 pub type ConversationId = u32;
@@ -112,6 +118,8 @@ pub enum MessagingError {
     NotFound,
     #[error("no XMPP account is configured")]
     NotConfigured,
+    #[error("the XMPP account is not online")]
+    NotConnected,
     #[error("{0}")]
     Failed(String),
 }
@@ -164,10 +172,23 @@ fn parse_peer(text: &str) -> Result<(BareJid, Option<String>), MessagingError> {
     Ok((jid.to_bare(), jid.resource().map(|r| r.to_string())))
 }
 
-/// The body rules: not empty, not only white space, at most [`MAX_BODY`] bytes.
+/// Characters XML 1.0 cannot carry (section 2.2): a stanza with one could never be sent.
+pub fn xml_forbidden(text: &str) -> Option<char> {
+    text.chars().find(
+        |c| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'),
+    )
+}
+
+/// The body rules: not empty, not only white space, at most [`MAX_BODY`] bytes, nothing XML
+/// cannot carry.
 fn check_body(body: &str) -> Result<(), MessagingError> {
     if body.trim().is_empty() {
         return Err(MessagingError::InvalidArgument("the message is empty".into()));
+    }
+    if let Some(c) = xml_forbidden(body) {
+        return Err(MessagingError::InvalidArgument(format!(
+            "the message holds {c:?}, which XMPP cannot carry"
+        )));
     }
     if body.len() > MAX_BODY {
         return Err(MessagingError::InvalidArgument(format!(
@@ -340,6 +361,9 @@ impl Hub {
             return Err(MessagingError::NotConfigured);
         }
         let (jid, _) = parse_peer(jid)?;
+        if self.status.borrow().xmpp_state != XmppState::Online {
+            return Err(MessagingError::NotConnected);
+        }
         self.xmpp.command(XmppCommand::Subscription { jid: jid.clone(), action }).await;
         if action != SubscriptionAction::Subscribe {
             self.status.send_if_modified(|s| {
@@ -393,26 +417,22 @@ impl Hub {
                     status.xmpp_state_reason = reason;
                     changed
                 });
-                if state != XmppState::Online {
-                    // Nobody's presence is known while we are away from the server.
-                    self.status.send_if_modified(|s| {
-                        let mut changed = false;
-                        for (id, contact) in s.contacts.clone() {
-                            if !contact.resources.is_empty() {
-                                let mut contact = (*contact).clone();
-                                contact.resources.clear();
-                                s.contacts.insert(id, Arc::new(contact));
-                                changed = true;
-                            }
-                        }
-                        changed
-                    });
+                // While the stream reconnects it may be resumed, and then no presence is
+                // sent again: only a real loss of the session forgets contacts' presence.
+                if matches!(state, XmppState::Offline | XmppState::Failed | XmppState::Unconfigured) {
+                    self.forget_presences();
                 }
                 self.publish_presence();
             }
+            XmppEvent::NewSession => self.forget_presences(),
             XmppEvent::Message { message, from, via, delayed } => {
                 let direct = via == "direct";
                 let resource = from.split_once('/').map(|(_, r)| r.to_owned()).filter(|_| direct);
+                let known = self.status.borrow().conversations.values().any(|c| c.peer == message.peer);
+                if !known && self.status.borrow().conversations.len() >= MAX_CONVERSATIONS {
+                    warn!("too many conversations: a message is kept in the history only");
+                    return;
+                }
                 let conversation = self.conversation_with(&message.peer, resource.clone());
                 self.status.send_if_modified(|s| {
                     let Some(c) = s.conversations.get_mut(&conversation) else { return false };
@@ -428,13 +448,8 @@ impl Hub {
                     }
                     *c != before
                 });
-                let _ = self.signals.send(HubSignal::MessageReceived {
-                    conversation,
-                    from,
-                    message,
-                    via,
-                    delayed,
-                });
+                let received = Box::new(ReceivedMessage { conversation, from, message, via, delayed });
+                let _ = self.signals.send(HubSignal::MessageReceived(received));
             }
             XmppEvent::MessageStatus { peer, uid, status } => {
                 let conversation = self
@@ -521,8 +536,12 @@ impl Hub {
                 });
             }
             XmppEvent::SubscriptionRequest { jid } => {
+                let approved = self.contact(&jid).is_some_and(|c| matches!(c.subscription, "from" | "both"));
                 self.status.send_if_modified(|s| {
-                    if s.subscription_requests.contains(&jid) {
+                    if approved
+                        || s.subscription_requests.contains(&jid)
+                        || s.subscription_requests.len() >= MAX_REQUESTS
+                    {
                         return false;
                     }
                     s.subscription_requests.push(jid);
@@ -530,6 +549,22 @@ impl Hub {
                 });
             }
         }
+    }
+
+    /// Nobody's presence is known any more (the session that told us is gone).
+    fn forget_presences(&mut self) {
+        self.status.send_if_modified(|s| {
+            let mut changed = false;
+            for (id, contact) in s.contacts.clone() {
+                if !contact.resources.is_empty() {
+                    let mut contact = (*contact).clone();
+                    contact.resources.clear();
+                    s.contacts.insert(id, Arc::new(contact));
+                    changed = true;
+                }
+            }
+            changed
+        });
     }
 
     fn update_contact(&mut self, item: RosterEntry) {
@@ -553,6 +588,10 @@ impl Hub {
             };
             if s.contacts.get(&id).is_some_and(|c| **c == contact) {
                 return false;
+            }
+            // A request that the roster shows answered (from another client) is done.
+            if matches!(contact.subscription, "from" | "both") {
+                s.subscription_requests.retain(|r| *r != contact.jid);
             }
             s.contacts.insert(id, Arc::new(contact));
             for c in s.conversations.values_mut().filter(|c| c.peer == item.jid) {
@@ -613,6 +652,10 @@ mod tests {
         assert!(
             matches!(check_body(&"x".repeat(MAX_BODY + 1)), Err(MessagingError::InvalidArgument(m)) if m.contains("65537"))
         );
+        assert!(
+            matches!(check_body("bell\u{7}"), Err(MessagingError::InvalidArgument(m)) if m.contains("cannot carry"))
+        );
+        assert!(check_body("tab\tand\nlines\r\n").is_ok());
         assert_eq!(parse_peer("xmpp:bob@example.org/phone").unwrap().1.as_deref(), Some("phone"));
         assert!(matches!(parse_peer("example.org"), Err(MessagingError::InvalidAddress(_))));
         assert!(matches!(parse_peer("bob@@example.org"), Err(MessagingError::InvalidAddress(_))));

@@ -28,7 +28,7 @@ use crate::xmpp::{self, OwnPresence, XmppEvent, XmppHandle};
 
 pub use messaging::{
     ContactId, ContactInfo, ContactResource, ConversationId, ConversationInfo, MAX_BODY, MessagingCommand,
-    MessagingError,
+    MessagingError, xml_forbidden,
 };
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
@@ -206,18 +206,25 @@ pub enum HubSignal {
         digits: String,
     },
     /// A message we did not have before: the peer's, or ours from another client.
-    MessageReceived {
-        conversation: ConversationId,
-        from: String,
-        message: StoredMessage,
-        via: &'static str,
-        delayed: bool,
-    },
+    MessageReceived(Box<ReceivedMessage>),
     MessageStatus {
         conversation: ConversationId,
         uid: String,
         status: Status,
     },
+}
+
+/// What `HubSignal::MessageReceived` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub conversation: ConversationId,
+    /// The sender's full JID (our own JID for ours from another client).
+    pub from: String,
+    pub message: StoredMessage,
+    /// direct, carbon or archive.
+    pub via: &'static str,
+    /// It carried a XEP-0203 delay.
+    pub delayed: bool,
 }
 
 /// The hub is gone: the daemon is shutting down.
@@ -308,8 +315,9 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String, store: Stor
     let (commands_tx, commands) = mpsc::channel(32);
     let (events_tx, events) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(DaemonStatus::from_config(&config));
-    // Signals are few and small; a listener this far behind has stopped listening.
-    let (signals, _) = broadcast::channel(64);
+    // A catch-up brings archive pages of 100 messages at a time; a listener further behind
+    // than this has stopped listening.
+    let (signals, _) = broadcast::channel(1024);
     let sip = sip::spawn(events_tx.clone(), instance);
     let xmpp = xmpp::spawn(events_tx, store.clone());
     let hub = Hub {

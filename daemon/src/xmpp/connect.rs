@@ -3,8 +3,9 @@
 //! tokio-xmpp's own clients retry forever and build their TLS config themselves, so a wrong
 //! password or an untrusted certificate would never show and `[tls] extra_ca` could not
 //! apply. This module does the steps of RFC 6120 itself from tokio-xmpp's public pieces: TCP
-//! (`[xmpp] server`, else the `_xmpp-client._tcp` SRV records of the domain, else port 5222),
-//! STARTTLS with our rustls config (section 5), SASL (section 6, SCRAM or PLAIN, never
+//! (`[xmpp] server`, else the SRV records of the domain for direct TLS and STARTTLS merged
+//! as XEP-0368 says, else port 5222), TLS with our rustls config (from the first byte with
+//! ALPN `xmpp-client`, or after STARTTLS: section 5), SASL (section 6, SCRAM or PLAIN, never
 //! ANONYMOUS), and the restarted stream's features. Resource binding and stream management
 //! are left to the `StanzaStream` the result feeds.
 
@@ -12,19 +13,24 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use cusax_protocol::sip::locate::SrvRecord;
+use cusax_protocol::xmpp::locate::{self, TlsStart, XmppTarget};
 use futures_util::{SinkExt, StreamExt};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_xmpp::connect::DnsConfig;
+use tokio_rustls::client::TlsStream;
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{
     FallibleStreamElement, ReadError, StreamHeader, Timeouts, XmppStreamElement, initiate_stream,
 };
+use tracing::debug;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::ns;
 use xmpp_parsers::sasl::DefinedCondition;
@@ -100,35 +106,34 @@ pub async fn connect(account: &XmppAccount, tls: Arc<ClientConfig>) -> Result<Co
         .map_err(ConnectError::Config)?
         .ok_or_else(|| ConnectError::Config("no password is configured".into()))?;
     let timeouts = Timeouts::tight();
-    let dns = match &account.server {
-        Some(server) => DnsConfig::no_srv(&server.host, server.port),
-        None => DnsConfig::srv_default_client(&domain),
+    let targets = match &account.server {
+        Some(server) => {
+            let tls = if account.direct_tls { TlsStart::Direct } else { TlsStart::StartTls };
+            vec![XmppTarget { host: server.host.clone(), port: server.port, tls }]
+        }
+        None => find_targets(&domain).await,
     };
-    let tcp: TcpStream = dns.resolve().await.map_err(|e| ConnectError::Network(e.to_string()))?;
     let header = || StreamHeader { to: Some(Cow::Owned(domain.clone())), from: None, id: None };
-
-    // RFC 6120 section 5: STARTTLS before anything else.
-    let pending = initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(), timeouts).await?;
-    let (features, mut stream) =
-        pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
-    if !features.can_starttls() {
-        return Err(ConnectError::Unsupported("STARTTLS"));
-    }
-    stream.send(&XmppStreamElement::Starttls(starttls::Nonza::Request(starttls::Request))).await?;
-    loop {
-        match stream.next().await.map(|v| v.map(|v| v.into_read_error()).and_then(|v| v)) {
-            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
-            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-            Some(Err(ReadError::HardError(e))) => return Err(e.into()),
-            Some(Err(ReadError::ParseError(e))) => return Err(ConnectError::Protocol(e.to_string())),
-            Some(Err(ReadError::StreamFooterReceived)) | None => {
-                return Err(ConnectError::Protocol("the stream closed during STARTTLS".into()));
+    let name = ServerName::try_from(domain.clone()).map_err(|e| ConnectError::Config(e.to_string()))?;
+    let mut failure = ConnectError::Network(format!("no server found for {domain}"));
+    let mut secured = None;
+    for target in targets {
+        debug!(host = %target.host, port = target.port, tls = ?target.tls, "trying");
+        match secure(&target, name.clone(), tls.clone(), &domain, timeouts).await {
+            Ok(stream) => {
+                secured = Some(stream);
+                break;
+            }
+            // A certificate we do not trust is what the user must hear about, whatever the
+            // servers after it say.
+            Err(e) => {
+                if !matches!(failure, ConnectError::Certificate(_)) {
+                    failure = e;
+                }
             }
         }
     }
-    let tcp = stream.into_inner().into_inner();
-    let name = ServerName::try_from(domain.clone()).map_err(|e| ConnectError::Config(e.to_string()))?;
-    let tls_stream = TlsConnector::from(tls).connect(name, tcp).await.map_err(certificate_or_network)?;
+    let Some(tls_stream) = secured else { return Err(failure) };
 
     let pending = initiate_stream(BufStream::new(tls_stream), ns::JABBER_CLIENT, header(), timeouts).await?;
     let (features, stream) =
@@ -149,6 +154,88 @@ pub async fn connect(account: &XmppAccount, tls: Arc<ClientConfig>) -> Result<Co
         return Err(ConnectError::Unsupported("resource binding"));
     }
     Ok(Connection { stream: stream.box_stream(), features, identity: Jid::from(jid.clone()) })
+}
+
+/// A TCP connection to `target`, secured as it says (STARTTLS needs a first stream).
+async fn secure(
+    target: &XmppTarget,
+    name: ServerName<'static>,
+    tls: Arc<ClientConfig>,
+    domain: &str,
+    timeouts: Timeouts,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let tcp = tcp_to(&target.host, target.port).await?;
+    if target.tls == TlsStart::Direct {
+        // XEP-0368 section 3.1: ALPN says which protocol the TLS port should serve.
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        return TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(certificate_or_network);
+    }
+    let header = StreamHeader { to: Some(Cow::Owned(domain.to_owned())), from: None, id: None };
+    // RFC 6120 section 5: STARTTLS before anything else.
+    let pending = initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header, timeouts).await?;
+    let (features, mut stream) =
+        pending.recv_features::<FallibleStreamElement>().await.map_err(tokio_xmpp::Error::from)?;
+    if !features.can_starttls() {
+        return Err(ConnectError::Unsupported("STARTTLS"));
+    }
+    stream.send(&XmppStreamElement::Starttls(starttls::Nonza::Request(starttls::Request))).await?;
+    loop {
+        match stream.next().await.map(|v| v.map(|v| v.into_read_error()).and_then(|v| v)) {
+            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
+            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
+            Some(Err(ReadError::HardError(e))) => return Err(e.into()),
+            Some(Err(ReadError::ParseError(e))) => return Err(ConnectError::Protocol(e.to_string())),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(ConnectError::Protocol("the stream closed during STARTTLS".into()));
+            }
+        }
+    }
+    let tcp = stream.into_inner().into_inner();
+    TlsConnector::from(tls).connect(name, tcp).await.map_err(certificate_or_network)
+}
+
+/// The SRV targets of `domain` for both ways to start TLS, in the order to try them.
+async fn find_targets(domain: &str) -> Vec<XmppTarget> {
+    let Ok(resolver) = TokioResolver::builder_tokio().and_then(|builder| builder.build()) else {
+        return locate::targets(domain, Vec::new(), Vec::new());
+    };
+    let [(_, direct), (_, starttls)] = locate::srv_names(domain);
+    let (direct, starttls) = tokio::join!(srv_records(&resolver, &direct), srv_records(&resolver, &starttls));
+    locate::targets(domain, direct, starttls)
+}
+
+async fn srv_records(resolver: &TokioResolver, name: &str) -> Vec<SrvRecord> {
+    let Ok(answer) = resolver.lookup(name, RecordType::SRV).await else { return Vec::new() };
+    answer
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(SrvRecord {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: srv.target.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A TCP connection to the first address of `host` that answers.
+async fn tcp_to(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| ConnectError::Network(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let mut failure = ConnectError::Network(format!("{host} has no address"));
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => failure = ConnectError::Network(format!("{address}: {e}")),
+        }
+    }
+    Err(failure)
 }
 
 /// The condition's name in RFC 6120 section 6.5, as a server's log would say it.

@@ -64,6 +64,18 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 const SHORT_SESSION: Duration = Duration::from_secs(30);
 /// An IQ we sent that has no answer after this is given up.
 const IQ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A catch-up that could not search the archive is tried again after this.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(10);
+/// Handing a stanza to tokio-xmpp's queue waits at most this long (a full queue while the
+/// link is down must not stall the actor).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who waits for the answer to an IQ we sent.
+enum Waiting {
+    Task(oneshot::Sender<IqAnswer>),
+    /// Our roster request: its answer goes to the hub in order with the pushes.
+    Roster,
+}
 
 #[derive(Debug)]
 pub enum XmppCommand {
@@ -103,6 +115,8 @@ pub enum XmppEvent {
         state: XmppState,
         reason: String,
     },
+    /// A session began that kept nothing of the last one: contacts' presence comes anew.
+    NewSession,
     /// A message we did not have before, either way (ours from another client too).
     /// `delayed`: it carried a XEP-0203 delay (sent while we were away).
     Message {
@@ -172,8 +186,13 @@ impl XmppHandle {
 enum Internal {
     /// Send this IQ and hand its answer (result payload or error) back.
     Iq { iq: Box<Iq>, reply: oneshot::Sender<IqAnswer> },
-    /// The catch-up of session `session` is over: the outbox may go.
-    CaughtUp { session: u64 },
+    /// What our server supports for our account, learnt at the start of session `session`.
+    AccountFeatures { session: u64, features: chat::AccountFeatures },
+    /// The catch-up of session `session` is over: the outbox may go; or it failed and is
+    /// tried again after [`CATCH_UP_RETRY`].
+    CaughtUp { session: u64, failed: Option<String> },
+    /// Time to try the catch-up of session `session` again.
+    RetryCatchUp { session: u64 },
     /// A caps hash was resolved (`None`: the answer did not match it, or none came).
     CapsResolved { ver: Vec<u8>, features: Option<Arc<[String]>> },
 }
@@ -226,6 +245,9 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> Xmp
         online: false,
         session: 0,
         caught_up: false,
+        presence_sent: false,
+        archive_start: None,
+        server_ids: false,
         sm: false,
         iqs: HashMap::new(),
         outbox: chat::Outbox::default(),
@@ -251,10 +273,16 @@ struct XmppActor {
     session: u64,
     /// This session's catch-up is over: the outbox goes straight out.
     caught_up: bool,
+    /// This session's initial presence is out.
+    presence_sent: bool,
+    /// Where our archive ended when this session began.
+    archive_start: Option<String>,
+    /// Our server stamps XEP-0359 stanza-ids (so ids by us are its).
+    server_ids: bool,
     /// The server acks our stanzas (XEP-0198 is on).
     sm: bool,
     /// IQs we sent, by id: whom we asked, and who waits for the answer.
-    iqs: HashMap<String, (Option<Jid>, oneshot::Sender<IqAnswer>)>,
+    iqs: HashMap<String, (Option<Jid>, Waiting)>,
     outbox: chat::Outbox,
     acks: FuturesUnordered<chat::AckWait>,
     presence: OwnPresence,
@@ -330,9 +358,8 @@ impl XmppActor {
                 }
             }
             XmppCommand::Subscription { jid, action } => {
-                if self.online {
-                    self.send(action.stanza(jid).into()).await;
-                }
+                // The hub refuses these while we are not online.
+                self.send(action.stanza(jid).into()).await;
             }
             XmppCommand::Shutdown { .. } => {}
         }
@@ -342,13 +369,17 @@ impl XmppActor {
         match event {
             Event::Stream(StreamEvent::Reset { bound_jid, features }) => {
                 info!(jid = %bound_jid, "online");
+                // What the old session's end decided about our messages, first.
+                self.settle_finished_acks().await;
                 self.online = true;
                 self.session += 1;
                 self.caught_up = false;
+                self.presence_sent = false;
+                self.server_ids = false;
                 self.sm = features.stream_management.is_some();
                 // Answers to the old session's IQs will not come.
                 self.iqs.clear();
-                self.outbox.on_reset(&self.store, self.account.as_ref(), &self.events).await;
+                self.emit(XmppEvent::NewSession);
                 self.start_session().await;
                 self.report(XmppState::Online, "");
             }
@@ -371,25 +402,41 @@ impl XmppActor {
         }
     }
 
-    /// A new session (no state kept from the last one): roster first (RFC 6121 section
-    /// 2.1.3), then our presence, then the catch-up task, which opens the outbox when done.
+    /// A new session (no state kept from the last one): the roster first (RFC 6121 section
+    /// 2.1.3) and what the server supports for us, then our presence (which brings offline
+    /// messages), and the catch-up, which opens the outbox when done.
     async fn start_session(&mut self) {
         let Some(own) = self.account.clone() else { return };
-        self.request_roster();
-        self.send(self.presence.stanza().into()).await;
+        self.archive_start = self.store.state(own.as_str(), chat::ARCHIVE_LAST).await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the archive position");
+            None
+        });
+        self.request_roster().await;
+        self.start_catch_up();
+    }
+
+    /// Runs the catch-up of this session in a task of its own.
+    fn start_catch_up(&mut self) {
+        let Some(own) = self.account.clone() else { return };
+        let session = self.session;
         let task = chat::CatchUp {
-            session: self.session,
             own,
             store: self.store.clone(),
             iq: IqClient { internal: self.internal.clone() },
+            start_after: self.archive_start.clone(),
             check_since_ms: self.outbox.check_since_ms(),
         };
         let internal = self.internal.clone();
         tokio::spawn(
             async move {
-                let session = task.session;
-                task.run().await;
-                let _ = internal.send(Internal::CaughtUp { session });
+                let told = internal.clone();
+                let result = task
+                    .run(move |features| {
+                        let _ = told.send(Internal::AccountFeatures { session, features });
+                    })
+                    .await;
+                let failed = result.err().map(|e| e.to_string());
+                let _ = internal.send(Internal::CaughtUp { session, failed });
             }
             .in_current_span(),
         );
@@ -402,15 +449,41 @@ impl XmppActor {
                     let _ = reply.send(Err(IqFailure::NoAnswer));
                     return;
                 }
-                self.iqs.insert(iq.id().to_owned(), (iq.to().cloned(), reply));
+                // Whoever gave up waiting (timed out) leaves no entry behind.
+                self.iqs
+                    .retain(|_, (_, waiting)| !matches!(waiting, Waiting::Task(reply) if reply.is_closed()));
+                self.iqs.insert(iq.id().to_owned(), (iq.to().cloned(), Waiting::Task(reply)));
                 self.send((*iq).into()).await;
             }
-            Internal::CaughtUp { session } if session == self.session => {
+            Internal::AccountFeatures { session, features } if session == self.session => {
+                self.server_ids = features.stanza_ids;
+                if !std::mem::replace(&mut self.presence_sent, true) {
+                    self.send(self.presence.stanza().into()).await;
+                }
+            }
+            Internal::CaughtUp { session, failed: None } if session == self.session => {
                 debug!("caught up");
                 self.caught_up = true;
                 self.flush_outbox().await;
             }
-            Internal::CaughtUp { .. } => {}
+            Internal::CaughtUp { session, failed: Some(why) } if session == self.session => {
+                warn!(%why, retry_in = ?CATCH_UP_RETRY, "catching up failed; the outbox waits");
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CATCH_UP_RETRY).await;
+                    let _ = internal.send(Internal::RetryCatchUp { session });
+                });
+            }
+            Internal::RetryCatchUp { session } if session == self.session && !self.caught_up => {
+                if self.online {
+                    self.start_catch_up();
+                } else {
+                    // Suspended: try again when the stream is back (resumed or not).
+                    let _ =
+                        self.internal.send(Internal::CaughtUp { session, failed: Some("offline".into()) });
+                }
+            }
+            Internal::AccountFeatures { .. } | Internal::CaughtUp { .. } | Internal::RetryCatchUp { .. } => {}
             Internal::CapsResolved { ver, features } => self.on_caps_resolved(ver, features),
         }
     }
@@ -423,16 +496,22 @@ impl XmppActor {
         };
         let get = matches!(iq, Iq::Get { .. });
         match iq {
-            Iq::Result { id, payload, from, .. } => {
-                if let Some(waiting) = self.take_waiting(&id, &from) {
+            Iq::Result { id, payload, from, .. } => match self.take_waiting(&id, &from) {
+                Some(Waiting::Task(waiting)) => {
                     let _ = waiting.send(Ok(payload));
                 }
-            }
-            Iq::Error { id, error, from, .. } => {
-                if let Some(waiting) = self.take_waiting(&id, &from) {
+                Some(Waiting::Roster) => self.on_roster(payload),
+                None => {}
+            },
+            Iq::Error { id, error, from, .. } => match self.take_waiting(&id, &from) {
+                Some(Waiting::Task(waiting)) => {
                     let _ = waiting.send(Err(IqFailure::Error(Box::new(error))));
                 }
-            }
+                Some(Waiting::Roster) => {
+                    warn!(condition = ?error.defined_condition, "the server refused our roster request")
+                }
+                None => {}
+            },
             Iq::Set { from, id, payload, .. }
                 if payload.is("query", xmpp_parsers::ns::ROSTER)
                     && own_server(&from, self.account.as_ref()) =>
@@ -453,7 +532,7 @@ impl XmppActor {
 
     /// The waiter for our IQ `id`, if `from` is who we asked (RFC 6120 section 8.1.2.1: an
     /// answer from anyone else is not the answer; no `from` is our own server or account).
-    fn take_waiting(&mut self, id: &str, from: &Option<Jid>) -> Option<oneshot::Sender<IqAnswer>> {
+    fn take_waiting(&mut self, id: &str, from: &Option<Jid>) -> Option<Waiting> {
         let (asked, _) = self.iqs.get(id)?;
         let own = self.account.as_ref();
         let is_own = |j: &Jid| own.is_some_and(|o| j.to_bare() == *o && j.resource().is_none());
@@ -472,9 +551,13 @@ impl XmppActor {
     }
 
     async fn send(&self, stanza: Stanza) -> Option<tokio_xmpp::stanzastream::StanzaToken> {
-        match &self.stream {
-            Some(stream) => Some(stream.send(Box::new(stanza)).await),
-            None => None,
+        let stream = self.stream.as_ref()?;
+        match tokio::time::timeout(SEND_TIMEOUT, stream.send(Box::new(stanza))).await {
+            Ok(token) => Some(token),
+            Err(_) => {
+                warn!("the stream takes no more stanzas: one dropped");
+                None
+            }
         }
     }
 

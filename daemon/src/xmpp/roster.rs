@@ -16,8 +16,7 @@ use xmpp_parsers::presence::{Presence, Show, Type};
 use xmpp_parsers::roster::{Ask, Item, Roster, Subscription};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use super::{Internal, IqClient, XmppActor, XmppEvent, new_id};
-use crate::hub::HubEvent;
+use super::{Internal, IqClient, Waiting, XmppActor, XmppEvent, new_id};
 
 /// A roster item as the hub keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +80,9 @@ impl OwnPresence {
         };
         if status.len() > 1024 {
             return Err("the status text is longer than 1024 bytes".into());
+        }
+        if let Some(c) = crate::hub::xml_forbidden(status) {
+            return Err(format!("the status text holds {c:?}, which XMPP cannot carry"));
         }
         Ok(Self { show, status: status.to_owned() })
     }
@@ -166,6 +168,9 @@ pub(super) fn answer(id: String, payload: Element, get: bool) -> Iq {
     Iq::from_error(id, error)
 }
 
+/// Caps hashes kept at most (anyone can mint new ones; a real roster shows a few dozen).
+const MAX_CAPS: usize = 512;
+
 /// Caps hashes we have verified (XEP-0115 section 5.4), and those being resolved with who
 /// waits for them.
 #[derive(Debug, Default)]
@@ -175,24 +180,23 @@ pub(super) struct CapsCache {
 }
 
 impl XmppActor {
-    /// Asks for the whole roster; the answer goes to the hub.
-    pub(super) fn request_roster(&mut self) {
-        let iq = IqClient { internal: self.internal.clone() };
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let request = Iq::from_get(new_id(), Roster { ver: None, items: Vec::new() });
-            match iq.ask(request).await {
-                Ok(Some(payload)) => match Roster::try_from(payload) {
-                    Ok(roster) => {
-                        let items = roster.items.into_iter().map(RosterEntry::from_item).collect();
-                        let _ = events.send(HubEvent::Xmpp(XmppEvent::Roster { items }));
-                    }
-                    Err(e) => warn!(error = %e, "a malformed roster"),
-                },
-                Ok(None) => warn!("an empty roster answer"),
-                Err(e) => warn!(error = %e, "cannot fetch the roster"),
+    /// Asks for the whole roster; [`Self::on_roster`] takes the answer, in order with the
+    /// pushes that may follow it.
+    pub(super) async fn request_roster(&mut self) {
+        let id = new_id();
+        self.iqs.insert(id.clone(), (None, Waiting::Roster));
+        self.send(Iq::from_get(id, Roster { ver: None, items: Vec::new() }).into()).await;
+    }
+
+    pub(super) fn on_roster(&mut self, payload: Option<Element>) {
+        match payload.map(Roster::try_from) {
+            Some(Ok(roster)) => {
+                let items = roster.items.into_iter().map(RosterEntry::from_item).collect();
+                self.emit(XmppEvent::Roster { items });
             }
-        });
+            Some(Err(e)) => warn!(error = %e, "a malformed roster"),
+            None => warn!("an empty roster answer"),
+        }
     }
 
     /// A roster push from our server (the caller checked who sent it).
@@ -253,6 +257,10 @@ impl XmppActor {
             self.emit(XmppEvent::Capabilities { jid, resource, features });
             return;
         }
+        if self.caps.waiting.len() >= MAX_CAPS && !self.caps.waiting.contains_key(&caps.ver) {
+            debug!("too many caps being resolved: one left alone");
+            return;
+        }
         let waiting = self.caps.waiting.entry(caps.ver.clone()).or_default();
         waiting.push((jid, resource));
         if waiting.len() > 1 {
@@ -280,6 +288,9 @@ impl XmppActor {
             debug!("a caps hash did not resolve or did not match its answer");
             return;
         };
+        if self.caps.known.len() >= MAX_CAPS {
+            self.caps.known.clear();
+        }
         self.caps.known.insert(ver, features.clone());
         for (jid, resource) in waiting {
             self.emit(XmppEvent::Capabilities { jid, resource, features: features.clone() });

@@ -40,7 +40,13 @@ pub fn own_node() -> String {
 /// section 5.4: only then may it be cached under that hash for everyone who sends it).
 pub fn matches(answer: &DiscoInfoResult, advertised: &Caps) -> bool {
     // Only SHA-1 is in use; the other algorithms of the crate are not allowed for caps.
-    advertised.hash == Algo::Sha_1
+    // Section 5.4 step 3: an answer with the same identity twice is not to be trusted.
+    let mut identities: Vec<_> =
+        answer.identities.iter().map(|i| (&i.category, &i.type_, &i.lang, &i.name)).collect();
+    identities.sort();
+    identities.dedup();
+    identities.len() == answer.identities.len()
+        && advertised.hash == Algo::Sha_1
         && caps::hash_caps(&caps::compute_disco(answer), Algo::Sha_1).is_ok_and(|h| h.hash == advertised.ver)
 }
 
@@ -73,6 +79,9 @@ mod tests {
         let shown: Element = caps.clone().into();
         assert_eq!(shown.attr("ver"), Some("QgayPKawpkPSDYmwT/WM94uAlu0="));
         assert!(matches(&exodus, &caps));
+        let mut twice = exodus.clone();
+        twice.identities.push(twice.identities[0].clone());
+        assert!(!matches(&twice, &caps));
         let mut lying = exodus;
         lying.features.insert(ns::JINGLE.into());
         assert!(!matches(&lying, &caps));

@@ -3,7 +3,11 @@
 //! - a carbon (XEP-0280) counts only when our own bare JID wrapped it (a stranger can forge
 //!   the wrapper, and servers pass it through: cusax-wire P21);
 //! - an archive result (XEP-0313) counts only from our own archive;
-//! - a server `<stanza-id>` (XEP-0359) counts only when it is by our own bare JID.
+//! - a server `<stanza-id>` (XEP-0359) counts only when it is by our own bare JID, and only
+//!   when our server says it stamps them (else a peer could forge one and make us drop
+//!   messages as duplicates);
+//! - a malformed optional element (a delay, an id, a receipt) is ignored, not the message:
+//!   the server has it acked already, and the text must not be lost over an annotation.
 
 use jid::{BareJid, Jid};
 use xmpp_parsers::carbons;
@@ -33,9 +37,8 @@ pub enum Via {
     Direct,
     /// A copy for another of our clients (XEP-0280).
     Carbon,
-    /// A result of our archive query `query_id` (XEP-0313); `archive_id` is its place in the
-    /// archive.
-    Archive { query_id: Option<String>, archive_id: String },
+    /// A result of a query of our archive (XEP-0313); its archive id is the `stanza_id`.
+    Archive,
 }
 
 /// A chat message (or a bare receipt or chat state) that concerns one peer.
@@ -89,8 +92,9 @@ pub enum ChatError {
     Malformed(&'static str),
 }
 
-/// Reads a message that arrived on the account `own`.
-pub fn read_message(mut message: Message, own: &BareJid) -> Result<Inbound, ChatError> {
+/// Reads a message that arrived on the account `own`. `server_ids`: our server stamps
+/// XEP-0359 stanza-ids (it says so in its disco#info).
+pub fn read_message(mut message: Message, own: &BareJid, server_ids: bool) -> Result<Inbound, ChatError> {
     let from_own_account =
         |m: &Message| m.from.as_ref().is_none_or(|f| f.to_bare() == *own && f.resource().is_none());
     if message.type_ == MessageType::Error {
@@ -103,21 +107,27 @@ pub fn read_message(mut message: Message, own: &BareJid) -> Result<Inbound, Chat
         if !from_own_account(&message) {
             return Err(ChatError::ForgedArchive(sender(&message)));
         }
-        let via = Via::Archive { query_id: result.queryid.map(|q| q.0), archive_id: result.id.clone() };
         let delay = result.forwarded.delay;
-        return read_copy(result.forwarded.message, delay, own, via, Some(result.id));
+        return read_copy(result.forwarded.message, delay, own, Via::Archive, Some(result.id), server_ids);
     }
     if let Some(received) = take::<carbons::Received>(&mut message, "received", xmpp_parsers::ns::CARBONS)? {
         if !from_own_account(&message) {
             return Err(ChatError::ForgedCarbon(sender(&message)));
         }
-        return read_copy(received.forwarded.message, received.forwarded.delay, own, Via::Carbon, None);
+        return read_copy(
+            received.forwarded.message,
+            received.forwarded.delay,
+            own,
+            Via::Carbon,
+            None,
+            server_ids,
+        );
     }
     if let Some(sent) = take::<carbons::Sent>(&mut message, "sent", xmpp_parsers::ns::CARBONS)? {
         if !from_own_account(&message) {
             return Err(ChatError::ForgedCarbon(sender(&message)));
         }
-        return read_copy(sent.forwarded.message, sent.forwarded.delay, own, Via::Carbon, None);
+        return read_copy(sent.forwarded.message, sent.forwarded.delay, own, Via::Carbon, None, server_ids);
     }
     if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
         return Ok(Inbound::Other(Box::new(message)));
@@ -127,8 +137,8 @@ pub fn read_message(mut message: Message, own: &BareJid) -> Result<Inbound, Chat
         // Our own server or account (a PEP event, a notice): not a chat with a peer.
         return Ok(Inbound::Other(Box::new(message)));
     }
-    let delay = take::<Delay>(&mut message, "delay", xmpp_parsers::ns::DELAY)?;
-    read_chat(message, Way::In, from, delay, own, Via::Direct, None)
+    let delay = take_lenient::<Delay>(&mut message, "delay", xmpp_parsers::ns::DELAY);
+    read_chat(message, Way::In, from, delay, own, Via::Direct, None, server_ids)
 }
 
 /// A forwarded copy (carbon or archive): its direction follows from who wrote it.
@@ -138,6 +148,7 @@ fn read_copy(
     own: &BareJid,
     via: Via,
     archive_id: Option<String>,
+    server_ids: bool,
 ) -> Result<Inbound, ChatError> {
     if !matches!(inner.type_, MessageType::Chat | MessageType::Normal) {
         return Ok(Inbound::Other(Box::new(inner)));
@@ -145,9 +156,10 @@ fn read_copy(
     let ours = inner.from.as_ref().is_some_and(|f| f.to_bare() == *own);
     let (way, peer) = if ours { (Way::Out, inner.to.clone()) } else { (Way::In, inner.from.clone()) };
     let peer = peer.ok_or(ChatError::NoPeer)?;
-    read_chat(inner, way, peer, delay, own, via, archive_id)
+    read_chat(inner, way, peer, delay, own, via, archive_id, server_ids)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_chat(
     mut message: Message,
     way: Way,
@@ -156,10 +168,11 @@ fn read_chat(
     own: &BareJid,
     via: Via,
     archive_id: Option<String>,
+    server_ids: bool,
 ) -> Result<Inbound, ChatError> {
     let delay = match delay {
         Some(delay) => Some(delay),
-        None => take::<Delay>(&mut message, "delay", xmpp_parsers::ns::DELAY)?,
+        None => take_lenient::<Delay>(&mut message, "delay", xmpp_parsers::ns::DELAY),
     };
     let mut stanza_id = archive_id;
     let mut origin_id = None;
@@ -168,17 +181,19 @@ fn read_chat(
     let mut chat_state = None;
     for payload in std::mem::take(&mut message.payloads) {
         if payload.is("stanza-id", xmpp_parsers::ns::SID) {
-            let id = StanzaId::try_from(payload).map_err(|_| ChatError::Malformed("stanza-id"))?;
-            if id.by.as_str() == own.as_str() && stanza_id.is_none() {
+            if let Ok(id) = StanzaId::try_from(payload)
+                && server_ids
+                && id.by.as_str() == own.as_str()
+                && stanza_id.is_none()
+            {
                 stanza_id = Some(id.id);
             }
         } else if payload.is("origin-id", xmpp_parsers::ns::SID) {
-            origin_id = Some(OriginId::try_from(payload).map_err(|_| ChatError::Malformed("origin-id"))?.id);
+            origin_id = OriginId::try_from(payload).ok().map(|o| o.id);
         } else if payload.is("request", xmpp_parsers::ns::RECEIPTS) {
             receipt_requested = true;
         } else if payload.is("received", xmpp_parsers::ns::RECEIPTS) {
-            receipt_for =
-                Some(receipts::Received::try_from(payload).map_err(|_| ChatError::Malformed("receipt"))?.id);
+            receipt_for = receipts::Received::try_from(payload).ok().map(|r| r.id);
         } else if payload.ns() == xmpp_parsers::ns::CHATSTATES {
             chat_state = ChatState::try_from(payload).ok();
         }
@@ -201,6 +216,13 @@ fn read_chat(
     })))
 }
 
+/// Takes the first payload named `name` in `ns` out of the message, parsed; a malformed one
+/// is dropped and counts as absent.
+fn take_lenient<T: TryFrom<Element>>(message: &mut Message, name: &str, ns: &str) -> Option<T> {
+    let at = message.payloads.iter().position(|p| p.is(name, ns))?;
+    T::try_from(message.payloads.remove(at)).ok()
+}
+
 /// Takes the first payload named `name` in `ns` out of the message, parsed.
 fn take<T: TryFrom<Element>>(message: &mut Message, name: &str, ns: &str) -> Result<Option<T>, ChatError> {
     let Some(at) = message.payloads.iter().position(|p| p.is(name, ns)) else { return Ok(None) };
@@ -212,7 +234,6 @@ fn static_name(name: &str) -> &'static str {
     match name {
         "result" => "archive result",
         "received" | "sent" => "carbon",
-        "delay" => "delay",
         _ => "payload",
     }
 }
@@ -277,7 +298,7 @@ mod tests {
 
     fn parse(xml: &str) -> Result<Inbound, ChatError> {
         let element: Element = xml.parse().unwrap();
-        read_message(Message::try_from(element).unwrap(), &own())
+        read_message(Message::try_from(element).unwrap(), &own(), true)
     }
 
     fn chat(xml: &str) -> InboundChat {
@@ -309,6 +330,16 @@ mod tests {
         assert!(m.receipt_requested);
         assert_eq!(m.chat_state, Some(ChatState::Active));
         assert_eq!(m.sent_at_ms, None);
+        let element: Element =
+            "<message xmlns='jabber:client' from='bob@example.org/phone' type='chat'><body>x</body>
+               <stanza-id xmlns='urn:xmpp:sid:0' by='alice@example.org' id='forged'/></message>"
+                .parse()
+                .unwrap();
+        let Inbound::Chat(m) = read_message(Message::try_from(element).unwrap(), &own(), false).unwrap()
+        else {
+            panic!("not a chat")
+        };
+        assert_eq!(m.stanza_id, None, "a server that does not stamp ids lets forged ones through");
     }
 
     #[test]
@@ -361,7 +392,7 @@ mod tests {
                  <message xmlns='jabber:client' from='bob@example.org/phone' to='alice@example.org' type='chat'><body>old</body></message>
                </forwarded></result></message>";
         let m = chat(xml);
-        assert_eq!(m.via, Via::Archive { query_id: Some("q1".into()), archive_id: "A7".into() });
+        assert_eq!(m.via, Via::Archive);
         assert_eq!(m.stanza_id.as_deref(), Some("A7"));
         assert_eq!(m.sent_at_ms, Some(1_795_773_600_500));
         let forged = xml.replacen(
@@ -388,8 +419,19 @@ mod tests {
         ] {
             assert!(matches!(parse(xml), Ok(Inbound::Other(_))), "{xml}");
         }
-        let broken = "<message xmlns='jabber:client' from='bob@example.org/p' type='chat'><received xmlns='urn:xmpp:receipts'/></message>";
-        assert_eq!(parse(broken), Err(ChatError::Malformed("receipt")));
+        // Broken annotations are dropped; the text is kept.
+        let broken = chat(
+            "<message xmlns='jabber:client' from='bob@example.org/p' type='chat'><body>kept</body>
+               <received xmlns='urn:xmpp:receipts'/><delay xmlns='urn:xmpp:delay' stamp='yesterday'/>
+               <stanza-id xmlns='urn:xmpp:sid:0' id='x'/><origin-id xmlns='urn:xmpp:sid:0'/></message>",
+        );
+        assert_eq!(
+            (broken.body.as_deref(), broken.receipt_for, broken.sent_at_ms),
+            (Some("kept"), None, None)
+        );
+        assert_eq!((broken.stanza_id, broken.origin_id), (None, None));
+        let bad_carbon = "<message xmlns='jabber:client' from='alice@example.org'><sent xmlns='urn:xmpp:carbons:2'/></message>";
+        assert_eq!(parse(bad_carbon), Err(ChatError::Malformed("carbon")));
     }
 
     #[test]
@@ -397,7 +439,7 @@ mod tests {
         let to = Jid::new("bob@example.org").unwrap();
         let mut ours = chat_message(to, "u1", "hello", "T");
         ours.from = Some(Jid::new("carol@example.org/x").unwrap());
-        let m = match read_message(ours, &own()).unwrap() {
+        let m = match read_message(ours, &own(), true).unwrap() {
             Inbound::Chat(m) => m,
             other => panic!("{other:?}"),
         };
