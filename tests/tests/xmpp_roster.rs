@@ -136,7 +136,70 @@ fn a_denied_request_is_refused_and_forgotten(server: XmppServer) {
         .unwrap();
 }
 
+/// alice's vCard carries her SIP address (cusax-wire 3.10), and bob's telephones reach her
+/// contact: pushed over PEP where the server publishes vCard4 (Prosody), read by Refresh
+/// otherwise (ejabberd keeps vcard-temp only).
+fn vcards_carry_our_sip_address_and_contacts_telephones(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let path = dir.path().join("config.toml");
+    // The SIP account need not register for its address to be published.
+    let text = format!(
+        "[sip]\naor = \"sip:+4930123456@127.0.0.1\"\npassword = \"x\"\nproxy = \"sip:127.0.0.1:{};transport=tcp\"\n\
+         [xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
+        cusax_tests::free_ports(1)[0],
+        testbed.xmpp_port(server),
+        testbed.ca_file().display()
+    );
+    write_private(&path, &text).unwrap();
+    let _alice = Cusaxd::start(&bus, &path).unwrap();
+    wait_for("alice online", || Some(()).filter(|_| status_json(&bus)["XmppState"] == "online"));
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
+
+    let numbers = wait_for("alice's vCard", || {
+        bob.command(json!({"cmd": "vcard_get", "jid": ALICE})).ok()?;
+        let card = bob.expect(|e| e["event"] == "vcard", PATIENCE).ok()?;
+        let numbers: Vec<String> =
+            card["numbers"].as_array()?.iter().filter_map(|n| n.as_str().map(String::from)).collect();
+        (numbers.len() >= 2).then_some(numbers)
+    });
+    // Prosody hands vcard-temp back converted from vCard4 (cusax-wire P20): tel: in front.
+    let plain: Vec<&str> = numbers.iter().map(|n| n.trim_start_matches("tel:")).collect();
+    assert!(plain.contains(&"+4930123456@127.0.0.1") && plain.contains(&"+4930123456"), "{numbers:?}");
+
+    ctl(&bus, &["subscribe", "bob@localhost"]);
+    bob.expect(|e| e["event"] == "subscribe", PATIENCE).unwrap();
+    bob.command(json!({"cmd": "approve", "to": ALICE})).unwrap();
+    // A PEP service learns who wants notifications from the presence it receives (XEP-0163
+    // section 4.3.2): bob's server hears alice's presence once bob follows her too.
+    bob.command(json!({"cmd": "subscribe", "to": ALICE})).unwrap();
+    wait_for("bob's request", || Some(()).filter(|_| requests(&bus) == ["bob@localhost"]));
+    ctl(&bus, &["approve", "bob@localhost"]);
+    let contact = contact_when(&bus, "bob@localhost", "bob online", |c| {
+        c["Presence"][0] == "available" && c["Subscription"] == "both"
+    });
+    bob.command(
+        json!({"cmd": "vcard_set", "tels": [[["work", "voice"], "bob@127.0.0.1"], [["cell"], "+15550100"]]}),
+    )
+    .unwrap();
+    if server == XmppServer::Ejabberd {
+        let path = contact["Path"].as_str().unwrap();
+        let out = cusax_tests::busctl(
+            &bus,
+            &["call", "org.cusax.Cusax1", path, "org.cusax.Cusax1.Contact", "Refresh"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let bob_contact = contact_when(&bus, "bob@localhost", "bob's telephones", |c| {
+        c["Telephones"].as_array().is_some_and(|t| t.len() == 2)
+    });
+    let first = &bob_contact["Telephones"][0];
+    assert!(first[0].as_str().unwrap().ends_with("bob@127.0.0.1"), "{bob_contact}");
+}
+
 on_both_xmpp_servers!(
+    vcards_carry_our_sip_address_and_contacts_telephones,
     subscriptions_both_ways_presence_per_resource_and_caps,
     a_denied_request_is_refused_and_forgotten,
 );

@@ -41,7 +41,10 @@ pub async fn export_conversation(
 
 /// Exports contact `id` unless it already is.
 pub async fn export_contact(server: &ObjectServer, hub: &HubHandle, id: ContactId) -> zbus::Result<()> {
-    server.at(contact_path(id), ContactObject { id, status: hub.status() }).await.map(|_| ())
+    server
+        .at(contact_path(id), ContactObject { id, hub: hub.clone(), status: hub.status() })
+        .await
+        .map(|_| ())
 }
 
 pub struct ConversationsObject {
@@ -233,6 +236,7 @@ impl ContactsObject {
 /// One roster contact.
 pub struct ContactObject {
     id: ContactId,
+    hub: HubHandle,
     status: watch::Receiver<DaemonStatus>,
 }
 
@@ -245,6 +249,21 @@ impl ContactObject {
 /// A person in the roster.
 #[interface(name = "org.cusax.Cusax1.Contact")]
 impl ContactObject {
+    /// Reads the contact's vCards again (XEP-0054 and XEP-0292); Telephones follows. Fails
+    /// with NotConnected while offline.
+    async fn refresh(&self) -> Result<(), CusaxError> {
+        let contact = self.id;
+        Ok(self.hub.messaging(|reply| MessagingCommand::RefreshContact { contact, reply }).await?)
+    }
+
+    /// The telephone entries of the contact's vCards: (number as written, types such as
+    /// work, voice, video, cell). Read by Refresh, and kept current by their vCard4 PEP
+    /// notifications.
+    #[zbus(property)]
+    fn telephones(&self) -> Vec<(String, Vec<String>)> {
+        self.info(|c| c.telephones.iter().map(|t| (t.number.clone(), t.types.clone())).collect(), Vec::new())
+    }
+
     /// The name the user gave the contact, or "".
     #[zbus(property)]
     fn name(&self) -> String {

@@ -344,6 +344,9 @@ async fn publish_contacts(
                 if old.asked != new.asked {
                     object.subscription_pending_changed(emitter).await?;
                 }
+                if old.telephones != new.telephones {
+                    object.telephones_changed(emitter).await?;
+                }
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use cusax_protocol::sip::registration::uuid_v4;
 use cusax_protocol::xmpp::chat::parse_chat_state;
+use cusax_protocol::xmpp::vcard::Tel;
 use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn};
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -68,6 +69,8 @@ pub struct ContactInfo {
     /// Our subscription request waits for their answer.
     pub asked: bool,
     pub resources: BTreeMap<String, ContactResource>,
+    /// The telephone entries of their vCards (vcard-temp and vCard4), once read.
+    pub telephones: Vec<Tel>,
 }
 
 impl ContactInfo {
@@ -159,6 +162,11 @@ pub enum MessagingCommand {
         filter: HistoryFilter,
         reply: oneshot::Sender<Result<Vec<StoredMessage>, MessagingError>>,
     },
+    /// Read the contact's vCards again.
+    RefreshContact {
+        contact: ContactId,
+        reply: oneshot::Sender<Result<(), MessagingError>>,
+    },
 }
 
 /// A bare JID from what a caller typed (a full JID gives its bare part and resource).
@@ -247,6 +255,21 @@ impl Hub {
             }
             MessagingCommand::Subscription { jid, action, reply } => {
                 let _ = reply.send(self.subscription(&jid, action).await);
+            }
+            MessagingCommand::RefreshContact { contact, reply } => {
+                let jid = self.status.borrow().contacts.get(&contact).map(|c| c.jid.clone());
+                let result = match jid.map(|j| BareJid::new(&j)) {
+                    None => Err(MessagingError::NotFound),
+                    Some(Err(e)) => Err(MessagingError::Failed(e.to_string())),
+                    Some(Ok(_)) if self.status.borrow().xmpp_state != XmppState::Online => {
+                        Err(MessagingError::NotConnected)
+                    }
+                    Some(Ok(jid)) => {
+                        self.xmpp.command(XmppCommand::FetchVCard { jid }).await;
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
             }
             MessagingCommand::History { filter, reply } => {
                 let result = match self.account() {
@@ -535,6 +558,19 @@ impl Hub {
                     true
                 });
             }
+            XmppEvent::VCard { jid, tels } => {
+                let Some(id) = self.contact_ids.get(&jid).copied() else { return };
+                self.status.send_if_modified(|s| {
+                    let Some(contact) = s.contacts.get(&id) else { return false };
+                    if contact.telephones == tels {
+                        return false;
+                    }
+                    let mut contact = (**contact).clone();
+                    contact.telephones = tels;
+                    s.contacts.insert(id, Arc::new(contact));
+                    true
+                });
+            }
             XmppEvent::SubscriptionRequest { jid } => {
                 let approved = self.contact(&jid).is_some_and(|c| matches!(c.subscription, "from" | "both"));
                 self.status.send_if_modified(|s| {
@@ -578,13 +614,14 @@ impl Hub {
             }
         };
         self.status.send_if_modified(|s| {
-            let resources = s.contacts.get(&id).map(|c| c.resources.clone()).unwrap_or_default();
+            let known = s.contacts.get(&id);
             let contact = ContactInfo {
                 jid: item.jid.clone(),
                 name: item.name,
                 subscription: item.subscription,
                 asked: item.asked,
-                resources,
+                resources: known.map(|c| c.resources.clone()).unwrap_or_default(),
+                telephones: known.map(|c| c.telephones.clone()).unwrap_or_default(),
             };
             if s.contacts.get(&id).is_some_and(|c| **c == contact) {
                 return false;
@@ -634,6 +671,7 @@ mod tests {
             subscription: "both",
             asked: false,
             resources: BTreeMap::new(),
+            telephones: Vec::new(),
         };
         assert_eq!(contact.presence(), ("offline".into(), String::new()));
         contact.resources.insert("laptop".into(), resource("away", 5, &[xmpp_parsers::ns::RECEIPTS]));

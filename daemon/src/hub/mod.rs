@@ -24,7 +24,7 @@ use crate::config::{Codec, Config, ConfigError, ConfigSource};
 use crate::media::CallMedia;
 use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
 use crate::store::{Status, StoreHandle, StoredMessage};
-use crate::xmpp::{self, OwnPresence, XmppEvent, XmppHandle};
+use crate::xmpp::{self, OwnPresence, XmppCommand, XmppEvent, XmppHandle};
 
 pub use messaging::{
     ContactId, ContactInfo, ContactResource, ConversationId, ConversationInfo, MAX_BODY, MessagingCommand,
@@ -379,6 +379,7 @@ impl Hub {
         self.sip.media(sdp_codecs(&self.config), self.config.media.clone()).await;
         self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
         self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
+        self.xmpp.command(XmppCommand::SipAddress(self.sip_aor())).await;
         loop {
             let linger = self.ended.iter().map(|(_, at)| *at).min();
             tokio::select! {
@@ -518,11 +519,18 @@ impl Hub {
         }
         if sip_changed {
             self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
+            self.xmpp.command(XmppCommand::SipAddress(self.sip_aor())).await;
         }
         if xmpp_changed {
             self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
         }
         Ok(())
+    }
+}
+
+impl Hub {
+    fn sip_aor(&self) -> Option<String> {
+        self.config.sip.as_ref().map(|s| s.aor.to_string())
     }
 }
 

@@ -272,7 +272,7 @@ impl XmppActor {
         let Some(own) = self.account.clone() else { return };
         match stanzas::read_message(message, &own, self.server_ids) {
             Err(e) => warn!(error = %e, "a message was refused"),
-            Ok(Inbound::Other(message)) => debug!(from = ?message.from, "a message that is not a chat"),
+            Ok(Inbound::Other(message)) => self.on_other_message(&message),
             Ok(Inbound::Bounced { peer, id }) => {
                 warn!(peer = %peer, "a message bounced");
                 self.outbox.remove(peer.as_str(), &id);

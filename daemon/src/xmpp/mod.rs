@@ -102,6 +102,12 @@ pub enum XmppCommand {
         jid: BareJid,
         action: SubscriptionAction,
     },
+    /// Our SIP address of record (none without a SIP account): our vCard carries it.
+    SipAddress(Option<String>),
+    /// Read a contact's vCards (XEP-0054 and XEP-0292); the answer comes as `XmppEvent::VCard`.
+    FetchVCard {
+        jid: BareJid,
+    },
     /// Say goodbye (unavailable presence) and stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -154,6 +160,11 @@ pub enum XmppEvent {
         jid: String,
         resource: String,
         features: Arc<[String]>,
+    },
+    /// The telephone entries of a contact's vCard (fetched, or pushed over PEP).
+    VCard {
+        jid: String,
+        tels: Vec<cusax_protocol::xmpp::vcard::Tel>,
     },
     SubscriptionRequest {
         jid: String,
@@ -245,6 +256,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> Xmp
         online: false,
         session: 0,
         caught_up: false,
+        sip_address: None,
         presence_sent: false,
         archive_start: None,
         server_ids: false,
@@ -273,6 +285,8 @@ struct XmppActor {
     session: u64,
     /// This session's catch-up is over: the outbox goes straight out.
     caught_up: bool,
+    /// Our SIP address of record, for our vCard.
+    sip_address: Option<String>,
     /// This session's initial presence is out.
     presence_sent: bool,
     /// Where our archive ended when this session began.
@@ -361,6 +375,14 @@ impl XmppActor {
                 // The hub refuses these while we are not online.
                 self.send(action.stanza(jid).into()).await;
             }
+            XmppCommand::SipAddress(aor) => {
+                let changed = self.sip_address != aor;
+                self.sip_address = aor;
+                if changed && self.caught_up {
+                    self.publish_own_vcard();
+                }
+            }
+            XmppCommand::FetchVCard { jid } => self.fetch_vcard(jid),
             XmppCommand::Shutdown { .. } => {}
         }
     }
@@ -464,6 +486,7 @@ impl XmppActor {
             Internal::CaughtUp { session, failed: None } if session == self.session => {
                 debug!("caught up");
                 self.caught_up = true;
+                self.publish_own_vcard();
                 self.flush_outbox().await;
             }
             Internal::CaughtUp { session, failed: Some(why) } if session == self.session => {

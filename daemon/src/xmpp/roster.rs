@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cusax_protocol::xmpp::caps;
-use tracing::{debug, warn};
+use cusax_protocol::xmpp::{caps, vcard};
+use tracing::{debug, info, warn};
 use xmpp_parsers::caps::Caps;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
 use xmpp_parsers::iq::Iq;
@@ -13,10 +13,13 @@ use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
 use xmpp_parsers::presence::{Presence, Show, Type};
+use xmpp_parsers::pubsub::NodeName;
+use xmpp_parsers::pubsub::pubsub::{Items, PubSub};
 use xmpp_parsers::roster::{Ask, Item, Roster, Subscription};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use super::{Internal, IqClient, Waiting, XmppActor, XmppEvent, new_id};
+use super::{Internal, IqClient, IqFailure, Waiting, XmppActor, XmppEvent, new_id};
+use crate::hub::HubEvent;
 
 /// A roster item as the hub keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +183,86 @@ pub(super) struct CapsCache {
 }
 
 impl XmppActor {
+    /// Puts our SIP address in our vcard-temp (cusax-wire 3.10), keeping what else is there;
+    /// nothing is written when it is there already.
+    pub(super) fn publish_own_vcard(&self) {
+        let Some(aor) = self.sip_address.clone() else { return };
+        let iq = IqClient { internal: self.internal.clone() };
+        tokio::spawn(async move {
+            let query = Element::builder("vCard", vcard::VCARD_TEMP).build();
+            let existing = match iq.ask(Iq::Get { from: None, to: None, id: new_id(), payload: query }).await
+            {
+                Ok(answer) => answer,
+                // A server says item-not-found for an account that never had a vCard.
+                Err(IqFailure::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => None,
+                Err(e) => {
+                    warn!(error = %e, "cannot read our vCard");
+                    return;
+                }
+            };
+            let Some(updated) = vcard::with_own_tels(existing.as_ref(), &vcard::own_tels(&aor)) else {
+                return;
+            };
+            match iq.ask(Iq::Set { from: None, to: None, id: new_id(), payload: updated }).await {
+                Ok(_) => info!("our vCard now carries our SIP address"),
+                Err(e) => warn!(error = %e, "cannot publish our vCard"),
+            }
+        });
+    }
+
+    /// Reads a contact's vcard-temp and vCard4 (its PEP node) and reports their telephones.
+    pub(super) fn fetch_vcard(&self, jid: BareJid) {
+        let iq = IqClient { internal: self.internal.clone() };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let to = Jid::from(jid.clone());
+            let temp = Iq::Get {
+                from: None,
+                to: Some(to.clone()),
+                id: new_id(),
+                payload: Element::builder("vCard", vcard::VCARD_TEMP).build(),
+            };
+            let items = Items {
+                max_items: None,
+                node: NodeName(vcard::VCARD4_NODE.to_owned()),
+                subid: None,
+                items: Vec::new(),
+            };
+            let pep = Iq::from_get(new_id(), PubSub::Items(items)).with_to(to);
+            let (temp, pep) = tokio::join!(iq.ask(temp), iq.ask(pep));
+            let mut tels = match temp {
+                Ok(Some(v)) if v.is("vCard", vcard::VCARD_TEMP) => vcard::read_vcard_temp(&v),
+                _ => Vec::new(),
+            };
+            if let Ok(Some(pubsub)) = pep
+                && let Some(card) = pubsub.get_child("items", ns::PUBSUB).and_then(vcard::vcard4_in_items)
+            {
+                for tel in vcard::read_vcard4(card) {
+                    if !tels.iter().any(|o| o.number == tel.number) {
+                        tels.push(tel);
+                    }
+                }
+            }
+            let _ = events.send(HubEvent::Xmpp(XmppEvent::VCard { jid: jid.to_string(), tels }));
+        });
+    }
+
+    /// A message that is not a chat: a PEP notification of a contact's vCard4 is taken in
+    /// (only about the account that sent it: a server stamps the sender).
+    pub(super) fn on_other_message(&self, message: &xmpp_parsers::message::Message) {
+        let Some(from) = &message.from else { return };
+        let items = message
+            .payloads
+            .iter()
+            .filter(|p| p.is("event", ns::PUBSUB_EVENT))
+            .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
+            .find(|i| i.attr("node") == Some(vcard::VCARD4_NODE));
+        if let Some(card) = items.and_then(vcard::vcard4_in_items) {
+            let tels = vcard::read_vcard4(card);
+            self.emit(XmppEvent::VCard { jid: from.to_bare().to_string(), tels });
+        }
+    }
+
     /// Asks for the whole roster; [`Self::on_roster`] takes the answer, in order with the
     /// pushes that may follow it.
     pub(super) async fn request_roster(&mut self) {

@@ -10,7 +10,16 @@ use xmpp_parsers::ns;
 pub const NODE: &str = "urn:cusax:cusaxd";
 
 /// What cusaxd implements. No Jingle (cusax-wire 3.9: peers would call us over XMPP).
-const FEATURES: &[&str] = &[ns::CAPS, ns::DISCO_INFO, ns::CHATSTATES, ns::RECEIPTS, ns::PING, ns::SID];
+const FEATURES: &[&str] = &[
+    ns::CAPS,
+    ns::DISCO_INFO,
+    ns::CHATSTATES,
+    ns::RECEIPTS,
+    ns::PING,
+    ns::SID,
+    // PEP notifications we want (XEP-0163 section 4.3.3): contacts' vCard4 (XEP-0292).
+    "urn:xmpp:vcard4+notify",
+];
 
 /// Our disco#info, as an answer to a query on `node` (none, or `NODE#ver`).
 pub fn disco_info(node: Option<String>) -> DiscoInfoResult {

@@ -129,7 +129,9 @@ pub fn read_message(mut message: Message, own: &BareJid, server_ids: bool) -> Re
         }
         return read_copy(sent.forwarded.message, sent.forwarded.delay, own, Via::Carbon, None, server_ids);
     }
-    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+    // A PEP notification (XEP-0163) is no chat, whatever its type says.
+    let event = message.payloads.iter().any(|p| p.is("event", xmpp_parsers::ns::PUBSUB_EVENT));
+    if event || !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
         return Ok(Inbound::Other(Box::new(message)));
     }
     let Some(from) = message.from.clone() else { return Ok(Inbound::Other(Box::new(message))) };
@@ -416,6 +418,7 @@ mod tests {
             "<message xmlns='jabber:client' from='room@muc.example.org/x' type='groupchat'><body>x</body></message>",
             "<message xmlns='jabber:client' from='example.org'><body>motd</body></message>",
             "<message xmlns='jabber:client' from='alice@example.org'><event xmlns='http://jabber.org/protocol/pubsub#event'/></message>",
+            "<message xmlns='jabber:client' from='bob@example.org'><event xmlns='http://jabber.org/protocol/pubsub#event'/></message>",
         ] {
             assert!(matches!(parse(xml), Ok(Inbound::Other(_))), "{xml}");
         }

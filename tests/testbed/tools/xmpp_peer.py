@@ -12,6 +12,8 @@ It logs in as --jid on 127.0.0.1 (no DNS), sends its presence, and then:
     {"cmd": "subscribe", "to": J} / {"cmd": "approve", "to": J}
     {"cmd": "presence", "show": S?, "status": T?}
     {"cmd": "raw", "xml": X}     (sent as it is: forged stanzas for the trust tests)
+    {"cmd": "vcard_set", "tels": [[["work", "voice"], NUMBER], ...]}   our vcard-temp
+    {"cmd": "vcard_get", "jid": J}   -> {"event": "vcard", "numbers": [...]}
     {"cmd": "disco", "to": J}    -> {"event": "disco", "identities": [...], "features": [...]}
     {"cmd": "quit"}
   and answers each with {"event": "done", "cmd": ...}.
@@ -134,6 +136,26 @@ class Peer(slixmpp.ClientXMPP):
             self.send_presence_subscription(pto=c["to"])
         elif kind == "approve":
             self.send_presence(pto=c["to"], ptype="subscribed")
+        elif kind == "vcard_set":
+            card = ET.Element("{vcard-temp}vCard")
+            ET.SubElement(card, "{vcard-temp}FN").text = c.get("fn", "Test")
+            for types, number in c.get("tels", []):
+                tel = ET.SubElement(card, "{vcard-temp}TEL")
+                for t in types:
+                    ET.SubElement(tel, "{vcard-temp}" + t.upper())
+                ET.SubElement(tel, "{vcard-temp}NUMBER").text = number
+            iq = self.Iq()
+            iq["type"] = "set"
+            iq.append(card)
+            await iq.send()
+        elif kind == "vcard_get":
+            iq = self.Iq()
+            iq["type"] = "get"
+            iq["to"] = c["jid"]
+            iq.append(ET.Element("{vcard-temp}vCard"))
+            resp = await iq.send()
+            numbers = [n.text for n in resp.xml.iter("{vcard-temp}NUMBER")]
+            out(event="vcard", jid=c["jid"], numbers=numbers)
         elif kind == "raw":
             self.send_raw(c["xml"])
         elif kind == "presence":
