@@ -370,7 +370,42 @@ fn carbons_from_our_account_count_and_forged_ones_do_not(server: XmppServer) {
     assert_eq!(history(&bus, BOB).len(), 3);
 }
 
+/// `cusaxctl chat`: lines typed are sent, messages that arrive are printed, end of input
+/// ends it.
+fn cusaxctl_chat_sends_lines_and_prints_arrivals(server: XmppServer) {
+    use std::io::{BufRead, Write};
+    let testbed = Testbed::start(&[server.service()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let _alice = start_alice(&bus, &write_config(&testbed, server, dir.path()), dir.path());
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
+    let mut chat = bus
+        .command(cusax_tests::binary("cusaxctl"))
+        .args(["chat", BOB])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says it is ready on stderr once subscribed to the conversation's signals.
+    let mut ready = String::new();
+    std::io::BufReader::new(chat.stderr.take().unwrap()).read_line(&mut ready).unwrap();
+    assert!(ready.contains("chatting with"), "{ready}");
+    let mut input = chat.stdin.take().unwrap();
+    writeln!(input, "typed at the prompt").unwrap();
+    message_from(&mut bob, "typed at the prompt");
+    bob.command(json!({"cmd": "send", "to": ALICE, "body": "seen at the prompt"})).unwrap();
+    let mut output = std::io::BufReader::new(chat.stdout.take().unwrap());
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert!(line.contains("bob@localhost/") && line.trim_end().ends_with(": seen at the prompt"), "{line}");
+    drop(input);
+    let (status, _) = cusax_tests::wait_for_exit(&mut chat, PATIENCE).expect("cusaxctl chat did not end");
+    assert!(status.success(), "{status}");
+}
+
 on_both_xmpp_servers!(
+    cusaxctl_chat_sends_lines_and_prints_arrivals,
     carbons_from_our_account_count_and_forged_ones_do_not,
     messages_both_ways_with_threads_receipts_and_chat_states,
     bad_requests_get_named_errors,

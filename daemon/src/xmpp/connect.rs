@@ -231,7 +231,13 @@ async fn tcp_to(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     let mut failure = ConnectError::Network(format!("{host} has no address"));
     for address in addresses {
         match TcpStream::connect(address).await {
-            Ok(tcp) => return Ok(tcp),
+            Ok(tcp) => {
+                // Stanzas are small and often come in pairs (a message, then the XEP-0198
+                // request): Nagle's algorithm would hold the second for the peer's delayed
+                // ACK, 40 ms on Linux.
+                tcp.set_nodelay(true)?;
+                return Ok(tcp);
+            }
             Err(e) => failure = ConnectError::Network(format!("{address}: {e}")),
         }
     }
