@@ -1,13 +1,14 @@
-//! cusaxd's XMPP account against a real Prosody: it logs in over STARTTLS with a private CA
-//! and says `online`; a wrong password or a certificate from an unknown CA is `failed` with
-//! the reason, at once and for good; a server that is not there is `offline` and retried.
+//! cusaxd's XMPP account against a real Prosody: it logs in over STARTTLS (or direct TLS)
+//! with a private CA and says `online`; a wrong password or a certificate from an unknown CA
+//! is `failed` with the reason, at once and for good (against ejabberd too); a server that is
+//! not there is `offline` and retried.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cusax_tests::{
-    Cusaxd, PrivateBus, Testbed, Watch, busctl, daemon_property, free_ports, status_json, wait_for,
-    write_private,
+    Cusaxd, PrivateBus, Testbed, Watch, XmppServer, busctl, daemon_property, free_ports,
+    on_both_xmpp_servers, status_json, wait_for, write_private,
 };
 
 /// alice's cusaxd with only an XMPP account (`password`, server port `port`), trusting the
@@ -78,11 +79,10 @@ fn logs_in_to_prosody_over_starttls_and_says_online() {
     });
 }
 
-#[test]
-fn a_wrong_password_fails_within_5_seconds_and_is_not_retried() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn a_wrong_password_fails_within_5_seconds_and_is_not_retried(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (bus, daemon) = alice(&testbed, dir.path(), "not-the-password", testbed.port("XMPP_C2S_PORT"), true);
+    let (bus, daemon) = alice(&testbed, dir.path(), "not-the-password", testbed.xmpp_port(server), true);
     let watch = Watch::start(&bus, true);
     let (status, took) = wait_for_state(&bus, "failed");
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -95,11 +95,10 @@ fn a_wrong_password_fails_within_5_seconds_and_is_not_retried() {
     assert_eq!(daemon.log_text().matches("cannot log in").count(), 1, "{}", daemon.log_text());
 }
 
-#[test]
-fn an_unknown_ca_fails_until_extra_ca_trusts_it() {
-    let testbed = Testbed::start(&["prosody"]).unwrap();
+fn an_unknown_ca_fails_until_extra_ca_trusts_it(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = testbed.port("XMPP_C2S_PORT");
+    let port = testbed.xmpp_port(server);
     let (bus, _daemon) = alice(&testbed, dir.path(), "secret-alice", port, false);
     let (status, _) = wait_for_state(&bus, "failed");
     let reason = status["XmppStateReason"].as_str().unwrap_or_default();
@@ -187,3 +186,8 @@ fn direct_tls_on_the_configured_port() {
     let _daemon = Cusaxd::start(&bus, &path).unwrap();
     wait_for_state(&bus, "online");
 }
+
+on_both_xmpp_servers!(
+    a_wrong_password_fails_within_5_seconds_and_is_not_retried,
+    an_unknown_ca_fails_until_extra_ca_trusts_it
+);
