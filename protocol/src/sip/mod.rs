@@ -1,7 +1,9 @@
-//! SIP: addresses, reading messages off the wire, and (as the stack is built) transactions,
-//! dialogs and registration as sans-I/O state machines.
+//! SIP: addresses, reading messages off the wire, transactions, dialogs and registration as
+//! sans-I/O state machines, and the CUSAX headers (`cusax_headers`: XMPP-Thread,
+//! XMPP-Contact, Call-Info impp).
 
 pub mod call;
+pub mod cusax_headers;
 pub mod digest;
 pub mod header;
 pub mod locate;
