@@ -2,15 +2,19 @@
 //! reads a clock. Time, when a piece needs it, comes in as an argument, so every behaviour can
 //! be tested deterministically in milliseconds.
 //!
-//! - [`sip`]: SIP addresses, the message layer, digest authentication, transactions and
-//!   registration as sans-I/O state machines (dialogs come next).
+//! - [`sip`]: SIP addresses, the message layer, digest authentication, transactions,
+//!   registration and calls (INVITE dialogs) as sans-I/O state machines, and the CUSAX
+//!   headers.
 //! - [`sdp`]: offer/answer for the audio stream of a call.
-//! - [`xmpp`]: XMPP addresses (and the CUSAX elements carried in stanzas).
+//! - [`xmpp`]: XMPP addresses, chat stanzas, caps, vCards and the CUSAX elements.
+//! - [`correlation`]: bindings between JIDs and SIP addresses, and the rule that verifies
+//!   them (matching calls and chats joins it with the correlation issue).
 //! - [`media`]: the audio path's pure pieces: G.711, DTMF telephone-events, RTCP reception
 //!   statistics and the adaptive playout buffer.
 //!
 //! The daemon (`cusaxd`) drives these pieces from its actors; see ARCHITECTURE.md.
 
+pub mod correlation;
 pub mod media;
 pub mod sdp;
 pub mod sip;
