@@ -8,7 +8,7 @@
 //! - [`sdp`]: offer/answer for the audio stream of a call.
 //! - [`xmpp`]: XMPP addresses, chat stanzas, caps, vCards and the CUSAX elements.
 //! - [`correlation`]: bindings between JIDs and SIP addresses, and the rule that verifies
-//!   them (matching calls and chats joins it with the correlation issue).
+//!   them; which chat an INVITE continues, which call a chat message joins.
 //! - [`media`]: the audio path's pure pieces: G.711, DTMF telephone-events, RTCP reception
 //!   statistics and the adaptive playout buffer.
 //!

@@ -5,6 +5,10 @@
 //! the peer's own vCard, fetched over their authenticated XMPP account, lists the SIP address
 //! or number. Everything else (a Call-Info cue, `<reach>`, the same user@domain on both
 //! sides) is a hint, shown but flagged.
+//!
+//! [`matching`] decides which chat an INVITE continues and which call a chat message joins.
+
+pub mod matching;
 
 use crate::xmpp::vcard::Tel;
 
