@@ -24,7 +24,7 @@ use crate::config::{Codec, Config, ConfigError, ConfigSource};
 use crate::media::CallMedia;
 use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
 use crate::store::{Status, StoreHandle, StoredMessage};
-use crate::xmpp::{self, OwnPresence, XmppCommand, XmppEvent, XmppHandle};
+use crate::xmpp::{self, OwnPresence, SipPresence, XmppCommand, XmppEvent, XmppHandle};
 
 pub use messaging::{
     ContactId, ContactInfo, ContactResource, ConversationId, ConversationInfo, MAX_BODY, MessagingCommand,
@@ -191,11 +191,25 @@ pub enum HubCommand {
 /// What a protocol actor reports to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
-    Sip { state: SipState, reason: String },
+    Sip {
+        state: SipState,
+        reason: String,
+    },
+    /// The public GRUU the registrar gave us (RFC 5627), if any, with each registration.
+    Gruu(Option<String>),
     Xmpp(XmppEvent),
-    Call { id: CallId, info: CallInfo },
-    Media { id: CallId, media: CallMedia },
-    Dtmf { id: CallId, digit: char },
+    Call {
+        id: CallId,
+        info: CallInfo,
+    },
+    Media {
+        id: CallId,
+        media: CallMedia,
+    },
+    Dtmf {
+        id: CallId,
+        digit: char,
+    },
 }
 
 /// Something that happened, for whoever listens (the D-Bus signals).
@@ -333,6 +347,8 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String, store: Stor
         next_conversation: 1,
         next_contact: 1,
         contact_ids: HashMap::new(),
+        gruu: None,
+        sip_presence: None,
     };
     tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status, signals }
@@ -354,6 +370,10 @@ struct Hub {
     next_contact: ContactId,
     /// Roster contacts by bare JID.
     contact_ids: HashMap<String, ContactId>,
+    /// Our public GRUU, while registered with a registrar that gives one.
+    gruu: Option<String>,
+    /// What our XMPP presence last said about SIP.
+    sip_presence: Option<SipPresence>,
 }
 
 /// The codec preference of the config, as SDP names the codecs.
@@ -387,6 +407,7 @@ impl Hub {
                     None => break,
                     Some(HubCommand::Reload { reply }) => {
                         let result = self.reload().await;
+                        self.publish_sip_presence().await;
                         // The caller may have timed out and gone; the reload stands either way.
                         let _ = reply.send(result);
                     }
@@ -399,7 +420,10 @@ impl Hub {
                         break;
                     }
                 },
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => {
+                    self.on_event(event);
+                    self.publish_sip_presence().await;
+                }
                 _ = sleep_until(linger) => self.forget_ended(),
             }
         }
@@ -427,6 +451,7 @@ impl Hub {
                 });
             }
             HubEvent::Xmpp(event) => self.on_xmpp(event),
+            HubEvent::Gruu(gruu) => self.gruu = gruu,
             HubEvent::Call { id, mut info } => {
                 if info.state == CallState::Ended {
                     self.ended.push((id, Instant::now() + ENDED_CALL_LINGER));
@@ -531,6 +556,27 @@ impl Hub {
 impl Hub {
     fn sip_aor(&self) -> Option<String> {
         self.config.sip.as_ref().map(|s| s.aor.to_string())
+    }
+
+    /// REQ-5 (cusax-wire 2, 3.2, 3.8): while SIP is registered our presence carries our
+    /// addresses (GRUU first, then the AoR) and open, or busy during a call; unregistered,
+    /// neither. Sent to the XMPP actor when it changes.
+    async fn publish_sip_presence(&mut self) {
+        let now = {
+            let status = self.status.borrow();
+            match (status.sip_state, self.sip_aor()) {
+                (SipState::Registered, Some(aor)) => {
+                    let targets = self.gruu.iter().cloned().chain(std::iter::once(aor)).collect();
+                    let busy = status.calls.values().any(|c| c.state != CallState::Ended);
+                    Some(SipPresence { targets, busy })
+                }
+                _ => None,
+            }
+        };
+        if now != self.sip_presence {
+            self.sip_presence = now.clone();
+            self.xmpp.command(XmppCommand::SipPresence(now)).await;
+        }
     }
 }
 

@@ -762,6 +762,11 @@ impl SipActor {
                     }
                 }
                 RegistrationEvent::State(state) => {
+                    let gruu = match &state {
+                        RegistrationState::Registered { pub_gruu, .. } => pub_gruu.clone(),
+                        _ => None,
+                    };
+                    let _ = self.events.send(HubEvent::Gruu(gruu));
                     let (sip_state, reason) = match &state {
                         RegistrationState::Registering => (SipState::Registering, String::new()),
                         RegistrationState::Registered { expires, pub_gruu } => {

@@ -51,7 +51,7 @@ use crate::sip::OsEntropy;
 use crate::store::{Status, StoreHandle, StoredMessage};
 
 pub use chat::now_ms;
-pub use roster::{OwnPresence, ResourcePresence, RosterEntry, SubscriptionAction};
+pub use roster::{OwnPresence, ResourcePresence, RosterEntry, SipPresence, SubscriptionAction};
 
 /// Stanzas queued each way before the sender waits.
 const QUEUE_DEPTH: usize = 64;
@@ -104,6 +104,8 @@ pub enum XmppCommand {
     },
     /// Our SIP address of record (none without a SIP account): our vCard carries it.
     SipAddress(Option<String>),
+    /// What our presence says about SIP from now on (none: not registered).
+    SipPresence(Option<SipPresence>),
     /// Read a contact's vCards (XEP-0054 and XEP-0292); the answer comes as `XmppEvent::VCard`.
     FetchVCard {
         jid: BareJid,
@@ -257,6 +259,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> Xmp
         session: 0,
         caught_up: false,
         sip_address: None,
+        sip_presence: None,
         presence_sent: false,
         archive_start: None,
         server_ids: false,
@@ -287,6 +290,8 @@ struct XmppActor {
     caught_up: bool,
     /// Our SIP address of record, for our vCard.
     sip_address: Option<String>,
+    /// What our presence says about SIP.
+    sip_presence: Option<SipPresence>,
     /// This session's initial presence is out.
     presence_sent: bool,
     /// Where our archive ended when this session began.
@@ -368,7 +373,7 @@ impl XmppActor {
             XmppCommand::Presence(presence) => {
                 self.presence = presence;
                 if self.online {
-                    self.send(self.presence.stanza().into()).await;
+                    self.send(self.presence.stanza(self.sip_presence.as_ref()).into()).await;
                 }
             }
             XmppCommand::Subscription { jid, action } => {
@@ -383,6 +388,12 @@ impl XmppActor {
                 }
             }
             XmppCommand::FetchVCard { jid } => self.fetch_vcard(jid),
+            XmppCommand::SipPresence(sip) => {
+                self.sip_presence = sip;
+                if self.online && self.presence_sent {
+                    self.send(self.presence.stanza(self.sip_presence.as_ref()).into()).await;
+                }
+            }
             XmppCommand::Shutdown { .. } => {}
         }
     }
@@ -480,7 +491,7 @@ impl XmppActor {
             Internal::AccountFeatures { session, features } if session == self.session => {
                 self.server_ids = features.stanza_ids;
                 if !std::mem::replace(&mut self.presence_sent, true) {
-                    self.send(self.presence.stanza().into()).await;
+                    self.send(self.presence.stanza(self.sip_presence.as_ref()).into()).await;
                 }
             }
             Internal::CaughtUp { session, failed: None } if session == self.session => {

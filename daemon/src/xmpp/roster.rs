@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cusax_protocol::xmpp::{caps, vcard};
+use cusax_protocol::xmpp::{caps, cusax, vcard};
 use tracing::{debug, info, warn};
 use xmpp_parsers::caps::Caps;
 use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
@@ -94,14 +94,24 @@ impl OwnPresence {
         show_name(self.show.as_ref())
     }
 
-    /// Our broadcast presence, with our caps (XEP-0115 section 4: in every available presence).
-    pub(super) fn stanza(&self) -> Presence {
+    /// Our broadcast presence, with our caps (XEP-0115 section 4: in every available
+    /// presence) and, while SIP is registered, our addresses and SIP availability (REQ-5).
+    pub(super) fn stanza(&self, sip: Option<&SipPresence>) -> Presence {
         let mut presence = Presence::available();
         presence.show = self.show.clone();
         if !self.status.is_empty() {
             presence.set_status("", self.status.clone());
         }
-        presence.with_payload(caps::own_caps())
+        let mut presence = presence.with_payload(caps::own_caps());
+        if let Some(sip) = sip
+            && let Some(first) = sip.targets.first()
+        {
+            presence.payloads.push(cusax::reach(&sip.targets));
+            let target = cusax::SipTarget { uri: first.clone(), tags: vec!["audio".into()] };
+            let availability = if sip.busy { cusax::Availability::Busy } else { cusax::Availability::Open };
+            presence.payloads.push(cusax::contact(&target, availability));
+        }
+        presence
     }
 }
 
@@ -113,6 +123,15 @@ fn show_name(show: Option<&Show>) -> &'static str {
         Some(Show::Xa) => "xa",
         Some(Show::Dnd) => "dnd",
     }
+}
+
+/// What our presence says about SIP while it is registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipPresence {
+    /// Our addresses, in the order to try them: GRUU, then AoR (XEP-0152 section 4).
+    pub targets: Vec<String>,
+    /// A call is up.
+    pub busy: bool,
 }
 
 /// What to do about a subscription (RFC 6121 section 3).

@@ -17,8 +17,15 @@ const FEATURES: &[&str] = &[
     ns::RECEIPTS,
     ns::PING,
     ns::SID,
-    // PEP notifications we want (XEP-0163 section 4.3.3): contacts' vCard4 (XEP-0292).
+    // CUSAX (cusax-wire 3.9): reachability addresses (XEP-0152), the draft's elements.
+    "urn:xmpp:reach:0",
+    "urn:xmpp:sip-contact",
+    "urn:xmpp:sip-correlation",
+    // PEP notifications we want (XEP-0163 section 4.3.3): contacts' vCard4 (XEP-0292),
+    // reachability and activity (on the phone).
     "urn:xmpp:vcard4+notify",
+    "urn:xmpp:reach:0+notify",
+    "http://jabber.org/protocol/activity+notify",
 ];
 
 /// Our disco#info, as an answer to a query on `node` (none, or `NODE#ver`).

@@ -101,9 +101,12 @@ class Peer(slixmpp.ClientXMPP):
             out(event="subscribe", frm=str(pres["from"].bare))
             return
         caps = pres.xml.find("{http://jabber.org/protocol/caps}c")
+        reach = [a.get("uri") for a in pres.xml.iter("{urn:xmpp:reach:0}addr")]
+        contact = pres.xml.find("{urn:xmpp:contact}contact")
         out(event="presence", frm=str(pres["from"]), type=pres["type"], show=pres["show"],
             status=pres["status"], caps_node=caps.get("node") if caps is not None else None,
-            caps_ver=caps.get("ver") if caps is not None else None)
+            caps_ver=caps.get("ver") if caps is not None else None, reach=reach,
+            contact=None if contact is None else {"target": contact.get("target"), "status": contact.get("status")})
 
     async def command(self, c):
         kind = c.get("cmd")

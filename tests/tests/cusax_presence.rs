@@ -1,0 +1,83 @@
+//! REQ-5 (cusax-wire 2, 3.2, 3.8): while SIP is registered, alice's XMPP presence carries her
+//! SIP addresses (`<reach>`: GRUU, then AoR) and her SIP availability (`<contact>`: open, busy
+//! during a call); unregistered, neither. Seen by a stock slixmpp contact, through Prosody,
+//! with Kamailio handing out GRUUs and a baresip to call.
+
+use cusax_tests::{
+    Baresip, Cusaxd, PATIENCE, PrivateBus, Testbed, XmppPeer, cusaxctl, status_json, wait_for, write_private,
+};
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@localhost";
+
+fn config(testbed: &Testbed, with_sip: bool) -> String {
+    let sip = if with_sip {
+        format!(
+            "[sip]\naor = \"sip:alice@127.0.0.1\"\nproxy = \"sip:127.0.0.1:{}\"\ntransport = \"udp\"\npassword = \"secret-alice\"\n",
+            testbed.port("SIP_PORT")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{sip}[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n\
+         [media]\ncodecs = [\"pcmu\"]\ninput = \"null\"\noutput = \"null\"\n[tls]\nextra_ca = \"{}\"\n",
+        testbed.port("XMPP_C2S_PORT"),
+        testbed.ca_file().display()
+    )
+}
+
+fn from_alice(event: &Value) -> bool {
+    event["event"] == "presence"
+        && event["type"] == "available"
+        && event["frm"].as_str().is_some_and(|f| f.starts_with(ALICE))
+}
+
+#[test]
+fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
+    let testbed = Testbed::start_with(&["prosody", "kamailio"], &[("TESTBED_SIP_GRUU", "1")]).unwrap();
+    let mut bob = Baresip::start(&testbed, "bob", "udp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write_private(&path, &config(&testbed, true)).unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let data = dir.path().join("data");
+    let _alice = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    wait_for("alice registered and online", || {
+        let s = status_json(&bus);
+        Some(()).filter(|_| s["SipState"] == "registered" && s["XmppState"] == "online")
+    });
+
+    // carol asks to see alice's presence; alice approves.
+    let mut carol = XmppPeer::start(&testbed, "carol", testbed.port("XMPP_C2S_PORT")).unwrap();
+    carol.command(json!({"cmd": "subscribe", "to": ALICE})).unwrap();
+    wait_for("carol's request", || {
+        let out = cusaxctl(&bus, &["contacts", "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("carol@localhost").then_some(())
+    });
+    assert!(cusaxctl(&bus, &["approve", "carol@localhost"]).status.success());
+    let open = carol.expect(|e| from_alice(e) && e["contact"]["status"] == "open", PATIENCE).unwrap();
+    let reach: Vec<&str> = open["reach"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(reach.len(), 2, "{open}");
+    assert!(reach[0].starts_with("sip:alice@127.0.0.1;gr="), "the GRUU first: {reach:?}");
+    assert_eq!(reach[1], "sip:alice@127.0.0.1");
+    assert_eq!(open["contact"]["target"], format!("<{}>;audio", reach[0]));
+
+    // In a call: busy; after it: open again.
+    let out = cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]);
+    assert!(out.status.success(), "{out:?}");
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    carol.expect(|e| from_alice(e) && e["contact"]["status"] == "busy", PATIENCE).unwrap();
+    assert!(cusaxctl(&bus, &["hangup"]).status.success());
+    carol.expect(|e| from_alice(e) && e["contact"]["status"] == "open", PATIENCE).unwrap();
+
+    // Without SIP: no reach, no contact.
+    write_private(&path, &config(&testbed, false)).unwrap();
+    let out = cusax_tests::busctl(
+        &bus,
+        &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let plain = carol.expect(|e| from_alice(e) && e["contact"].is_null(), PATIENCE).unwrap();
+    assert_eq!(plain["reach"], json!([]));
+}
