@@ -1,7 +1,8 @@
 //! REQ-5 (cusax-wire 2, 3.2, 3.8): while SIP is registered, alice's XMPP presence carries her
 //! SIP addresses (`<reach>`: GRUU, then AoR) and her SIP availability (`<contact>`: open, busy
 //! during a call); unregistered, neither. Seen by a stock slixmpp contact, through Prosody,
-//! with Kamailio handing out GRUUs and a baresip to call.
+//! with Kamailio handing out GRUUs and a baresip to call; and by bob's cusaxd, whose contact
+//! for alice shows SipStatus, SipAddresses and audio in Capabilities.
 
 use cusax_tests::{
     Baresip, Cusaxd, PATIENCE, PrivateBus, Testbed, XmppPeer, cusaxctl, status_json, wait_for, write_private,
@@ -63,13 +64,49 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     assert_eq!(reach[1], "sip:alice@127.0.0.1");
     assert_eq!(open["contact"]["target"], format!("<{}>;audio", reach[0]));
 
+    // bob, with a cusaxd of his own, follows alice: her contact shows her SIP side.
+    let bob_dir = tempfile::tempdir().unwrap();
+    let bob_path = bob_dir.path().join("config.toml");
+    let bob_config = format!(
+        "[xmpp]\njid = \"bob@localhost\"\npassword = \"secret-bob\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
+        testbed.port("XMPP_C2S_PORT"),
+        testbed.ca_file().display()
+    );
+    write_private(&bob_path, &bob_config).unwrap();
+    let bob_bus = PrivateBus::start().unwrap();
+    let _bob_daemon = Cusaxd::start(&bob_bus, &bob_path).unwrap();
+    wait_for("bob online", || Some(()).filter(|_| status_json(&bob_bus)["XmppState"] == "online"));
+    assert!(cusaxctl(&bob_bus, &["subscribe", ALICE]).status.success());
+    wait_for("bob's request", || {
+        let out = cusaxctl(&bus, &["contacts", "--json"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"SubscriptionRequest\":\"bob@localhost\"")
+            .then_some(())
+    });
+    assert!(cusaxctl(&bus, &["approve", "bob@localhost"]).status.success());
+    let alice_seen_by_bob = |what: &str, ready: &dyn Fn(&Value) -> bool| -> Value {
+        wait_for(what, || {
+            let out = cusaxctl(&bob_bus, &["contacts", "--json"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|c| c["Jid"] == ALICE && ready(c))
+        })
+    };
+    let seen = alice_seen_by_bob("alice open at bob's", &|c| c["SipStatus"] == "open");
+    assert_eq!(seen["SipAddresses"], json!(reach));
+    assert!(seen["Capabilities"].as_array().unwrap().contains(&json!("audio")), "{seen}");
+    assert_eq!(seen["Verified"], false, "reach alone is a hint");
+
     // In a call: busy; after it: open again.
     let out = cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]);
     assert!(out.status.success(), "{out:?}");
     bob.wait_event("CALL_ESTABLISHED").unwrap();
     carol.expect(|e| from_alice(e) && e["contact"]["status"] == "busy", PATIENCE).unwrap();
+    alice_seen_by_bob("alice busy at bob's", &|c| c["SipStatus"] == "busy");
     assert!(cusaxctl(&bus, &["hangup"]).status.success());
     carol.expect(|e| from_alice(e) && e["contact"]["status"] == "open", PATIENCE).unwrap();
+    alice_seen_by_bob("alice open again at bob's", &|c| c["SipStatus"] == "open");
 
     // Without SIP: no reach, no contact.
     write_private(&path, &config(&testbed, false)).unwrap();
@@ -80,4 +117,7 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     assert!(out.status.success(), "{out:?}");
     let plain = carol.expect(|e| from_alice(e) && e["contact"].is_null(), PATIENCE).unwrap();
     assert_eq!(plain["reach"], json!([]));
+    alice_seen_by_bob("alice without SIP at bob's", &|c| {
+        c["SipStatus"] == "unknown" && c["SipAddresses"] == json!([])
+    });
 }

@@ -295,6 +295,27 @@ impl ContactObject {
         self.info(|c| c.capabilities().into_iter().map(String::from).collect(), Vec::new())
     }
 
+    /// Their SIP addresses: those their presence names (XEP-0152 reach), then the SIP
+    /// addresses and numbers of their vCard.
+    #[zbus(property)]
+    fn sip_addresses(&self) -> Vec<String> {
+        self.info(ContactInfo::sip_addresses, Vec::new())
+    }
+
+    /// Their SIP availability as their presence says: open, busy (in a call), closed, or
+    /// unknown.
+    #[zbus(property)]
+    fn sip_status(&self) -> String {
+        self.info(|c| c.sip_status().to_owned(), "unknown".to_owned())
+    }
+
+    /// Their vCard lists a SIP address their presence names: the binding is verified (RFC
+    /// 7081 3.3); otherwise the addresses are hints.
+    #[zbus(property)]
+    fn verified(&self) -> bool {
+        self.info(ContactInfo::verified, false)
+    }
+
     /// none, to (we see their presence), from (they see ours) or both.
     #[zbus(property)]
     fn subscription(&self) -> String {

@@ -347,6 +347,15 @@ async fn publish_contacts(
                 if old.telephones != new.telephones {
                     object.telephones_changed(emitter).await?;
                 }
+                if old.sip_addresses() != new.sip_addresses() {
+                    object.sip_addresses_changed(emitter).await?;
+                }
+                if old.sip_status() != new.sip_status() {
+                    object.sip_status_changed(emitter).await?;
+                }
+                if old.verified() != new.verified() {
+                    object.verified_changed(emitter).await?;
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use cusax_protocol::correlation::{Identity, identity, vcard_lists};
 use cusax_protocol::sip::registration::uuid_v4;
 use cusax_protocol::xmpp::chat::parse_chat_state;
 use cusax_protocol::xmpp::vcard::Tel;
@@ -91,14 +92,58 @@ impl ContactInfo {
             .map_or(("offline".into(), String::new()), |p| (p.show.clone(), p.status.clone()))
     }
 
-    /// What any resource can do, by name: chat-states, receipts.
+    /// What any resource can do, by name: audio and video (the SIP target's feature tags),
+    /// chat-states, receipts.
     pub fn capabilities(&self) -> Vec<&'static str> {
         let has = |feature: &str| self.resources.values().any(|r| r.features.iter().any(|f| f == feature));
-        [("chat-states", xmpp_parsers::ns::CHATSTATES), ("receipts", xmpp_parsers::ns::RECEIPTS)]
-            .into_iter()
-            .filter(|(_, feature)| has(feature))
-            .map(|(name, _)| name)
-            .collect()
+        let tagged = |tag: &str| {
+            self.resources.values().any(|r| r.presence.sip_tags.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+        };
+        let mut names: Vec<&'static str> = ["audio", "video"].into_iter().filter(|t| tagged(t)).collect();
+        names.extend(
+            [("chat-states", xmpp_parsers::ns::CHATSTATES), ("receipts", xmpp_parsers::ns::RECEIPTS)]
+                .into_iter()
+                .filter(|(_, feature)| has(feature))
+                .map(|(name, _)| name),
+        );
+        names
+    }
+
+    /// Their SIP availability: busy when any resource says so, else open, else closed;
+    /// unknown when none says anything (offline, or a client without CUSAX).
+    pub fn sip_status(&self) -> &'static str {
+        let says = |s: &str| self.resources.values().any(|r| r.presence.sip_status == Some(s));
+        let reachable = self.resources.values().any(|r| !r.presence.reach.is_empty());
+        ["busy", "open", "closed"].into_iter().find(|s| says(s)).unwrap_or(if reachable {
+            "open"
+        } else {
+            "unknown"
+        })
+    }
+
+    /// Their SIP addresses: what their presence names (`<reach>`), then the SIP addresses and
+    /// numbers of their vCard; each once.
+    pub fn sip_addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let reached = self.resources.values().flat_map(|r| r.presence.reach.iter().cloned());
+        let listed = self.telephones.iter().filter_map(|t| match identity(&t.number)? {
+            Identity::Address(a) => Some(format!("sip:{a}")),
+            Identity::Number(n) => Some(format!("tel:{n}")),
+        });
+        for address in reached.chain(listed) {
+            if !out.contains(&address) {
+                out.push(address);
+            }
+        }
+        out
+    }
+
+    /// Their vCard lists one of the SIP addresses their presence names (RFC 7081 3.3).
+    pub fn verified(&self) -> bool {
+        self.resources
+            .values()
+            .flat_map(|r| r.presence.reach.iter())
+            .any(|a| vcard_lists(&self.telephones, a))
     }
 
     /// The resources as D-Bus shows them: (resource, show, status), by name.
@@ -658,7 +703,14 @@ mod tests {
 
     fn resource(show: &str, priority: i8, features: &[&str]) -> ContactResource {
         ContactResource {
-            presence: ResourcePresence { show: show.into(), status: format!("{show} {priority}"), priority },
+            presence: ResourcePresence {
+                show: show.into(),
+                status: format!("{show} {priority}"),
+                priority,
+                reach: Vec::new(),
+                sip_tags: Vec::new(),
+                sip_status: None,
+            },
             features: features.iter().map(|f| f.to_string()).collect::<Vec<_>>().into(),
         }
     }

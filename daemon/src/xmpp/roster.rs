@@ -61,6 +61,11 @@ pub struct ResourcePresence {
     pub show: String,
     pub status: String,
     pub priority: i8,
+    /// The SIP addresses its `<reach>` names, in order (XEP-0152).
+    pub reach: Vec<String>,
+    /// Its draft `<contact>`: the target's feature tags, and open, busy or closed.
+    pub sip_tags: Vec<String>,
+    pub sip_status: Option<&'static str>,
 }
 
 /// Our own presence: `show` is none for plain available.
@@ -326,10 +331,25 @@ impl XmppActor {
         match presence.type_ {
             Type::Subscribe => self.emit(XmppEvent::SubscriptionRequest { jid: jid.to_string() }),
             Type::None => {
+                let status = presence.statuses.values().next().cloned().unwrap_or_default();
+                let reach =
+                    presence.payloads.iter().find_map(|p| cusax::read_reach(p).ok()).unwrap_or_default();
+                let contact = presence.payloads.iter().find_map(|p| cusax::read_contact(p).ok());
+                // Jitsi's "On the phone" (cusax-wire 7.3) reads as busy too.
+                let on_the_phone = status.contains("On the phone");
+                let sip_status = match contact.as_ref().and_then(|(_, s)| *s) {
+                    Some(s) if on_the_phone && s == cusax::Availability::Open => Some("busy"),
+                    Some(s) => Some(s.as_str()),
+                    None if on_the_phone => Some("busy"),
+                    None => None,
+                };
                 let state = ResourcePresence {
                     show: show_name(presence.show.as_ref()).to_owned(),
-                    status: presence.statuses.values().next().cloned().unwrap_or_default(),
+                    status,
                     priority: presence.priority.0,
+                    reach,
+                    sip_tags: contact.map(|(t, _)| t.tags).unwrap_or_default(),
+                    sip_status,
                 };
                 let caps = presence
                     .payloads
