@@ -19,12 +19,14 @@
 //! - [`media`] runs one task per call with media: RTP/RTCP, codecs, jitter buffer, DTMF, and
 //!   the sound device or file; the SIP actor starts and stops it, it reports to the hub.
 //!
-//! [`config`] reads and validates the config file; [`logging`] sets up tracing. `main.rs`
+//! [`config`] reads and validates the config file; [`logging`] sets up tracing; [`dns`] and
+//! [`tls`] are the lookups and the TLS config both protocol actors use. `main.rs`
 //! wires them together. The protocol logic itself lives in the `cusax-protocol` crate, which
 //! does no I/O. See ARCHITECTURE.md for the whole map.
 
 pub mod config;
 pub mod dbus;
+pub mod dns;
 pub mod hub;
 pub mod logging;
 pub mod media;

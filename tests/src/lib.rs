@@ -550,6 +550,17 @@ impl Testbed {
         self.run_script(&format!("{}-start", server.service()))
     }
 
+    /// The config of `user`@localhost's XMPP account on `server` (password
+    /// `secret-<user>`), trusting the test bed's CA.
+    pub fn xmpp_config(&self, server: XmppServer, user: &str) -> String {
+        format!(
+            "[xmpp]\njid = \"{user}@localhost\"\npassword = \"secret-{user}\"\nserver = \"127.0.0.1:{}\"\n\
+             [tls]\nextra_ca = \"{}\"\n",
+            self.xmpp_port(server),
+            self.ca_file().display()
+        )
+    }
+
     /// The STARTTLS client port of `server`.
     pub fn xmpp_port(&self, server: XmppServer) -> u16 {
         self.port(server.port_name())

@@ -67,11 +67,7 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     // bob, with a cusaxd of his own, follows alice: her contact shows her SIP side.
     let bob_dir = tempfile::tempdir().unwrap();
     let bob_path = bob_dir.path().join("config.toml");
-    let bob_config = format!(
-        "[xmpp]\njid = \"bob@localhost\"\npassword = \"secret-bob\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
-        testbed.port("XMPP_C2S_PORT"),
-        testbed.ca_file().display()
-    );
+    let bob_config = testbed.xmpp_config(cusax_tests::XmppServer::Prosody, "bob");
     write_private(&bob_path, &bob_config).unwrap();
     let bob_bus = PrivateBus::start().unwrap();
     let _bob_daemon = Cusaxd::start(&bob_bus, &bob_path).unwrap();

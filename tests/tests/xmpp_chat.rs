@@ -18,12 +18,7 @@ const BOB: &str = "bob@localhost";
 /// alice's config: XMPP only, on the test bed's Prosody.
 fn write_config(testbed: &Testbed, server: XmppServer, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("config.toml");
-    let text = format!(
-        "[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
-        testbed.xmpp_port(server),
-        testbed.ca_file().display()
-    );
-    write_private(&path, &text).unwrap();
+    write_private(&path, &testbed.xmpp_config(server, "alice")).unwrap();
     path
 }
 
@@ -150,6 +145,12 @@ fn bad_requests_get_named_errors(server: XmppServer) {
         assert!(!out.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let on_root = |iface: &str, args: &[&str]| {
+        let iface = format!("org.cusax.Cusax1.{iface}");
+        let mut all = vec!["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", iface.as_str()];
+        all.extend_from_slice(args);
+        call(&all)
+    };
     let start = [
         "call",
         "org.cusax.Cusax1",
@@ -197,42 +198,11 @@ fn bad_requests_get_named_errors(server: XmppServer) {
         "typing",
     ]);
     assert!(err.contains("unknown chat state"), "{err}");
-    let err = call(&[
-        "call",
-        "org.cusax.Cusax1",
-        "/org/cusax/Cusax1",
-        "org.cusax.Cusax1.Daemon",
-        "SetPresence",
-        "ss",
-        "busy",
-        "",
-    ]);
+    let err = on_root("Daemon", &["SetPresence", "ss", "busy", ""]);
     assert!(err.contains("unknown show"), "{err}");
-    let err = call(&[
-        "call",
-        "org.cusax.Cusax1",
-        "/org/cusax/Cusax1",
-        "org.cusax.Cusax1.History",
-        "Query",
-        "a{sv}",
-        "1",
-        "limit",
-        "u",
-        "0",
-    ]);
+    let err = on_root("History", &["Query", "a{sv}", "1", "limit", "u", "0"]);
     assert!(err.contains("limit must be 1 to 500"), "{err}");
-    let err = call(&[
-        "call",
-        "org.cusax.Cusax1",
-        "/org/cusax/Cusax1",
-        "org.cusax.Cusax1.History",
-        "Query",
-        "a{sv}",
-        "1",
-        "peer",
-        "i",
-        "3",
-    ]);
+    let err = on_root("History", &["Query", "a{sv}", "1", "peer", "i", "3"]);
     assert!(err.contains("peer must be"), "{err}");
     // Nothing was stored of the refused messages, and nothing is waiting.
     assert!(history(&bus, BOB).is_empty());

@@ -14,12 +14,7 @@ const ALICE: &str = "alice@localhost";
 
 fn start_alice(testbed: &Testbed, server: XmppServer, dir: &Path, bus: &PrivateBus) -> Cusaxd {
     let path = dir.join("config.toml");
-    let text = format!(
-        "[xmpp]\njid = \"{ALICE}\"\npassword = \"secret-alice\"\nserver = \"127.0.0.1:{}\"\n[tls]\nextra_ca = \"{}\"\n",
-        testbed.xmpp_port(server),
-        testbed.ca_file().display()
-    );
-    write_private(&path, &text).unwrap();
+    write_private(&path, &testbed.xmpp_config(server, "alice")).unwrap();
     let daemon = Cusaxd::start(bus, &path).unwrap();
     wait_for("alice online", || Some(()).filter(|_| status_json(bus)["XmppState"] == "online"));
     daemon

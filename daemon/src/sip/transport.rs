@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cusax_protocol::sip::locate::{LocatedTransport, NaptrRecord, SrvRecord, order_srv, srv_names};
+use cusax_protocol::sip::locate::{LocatedTransport, NaptrRecord, order_srv, srv_names};
 use cusax_protocol::sip::transaction::Reliability;
 use cusax_protocol::sip::{Frame, Normalised, SipUri, StreamFramer, normalise};
 use hickory_resolver::TokioResolver;
@@ -299,9 +299,7 @@ async fn locate(account: &SipAccount) -> Result<Vec<Candidate>, String> {
         let port = hop.port().unwrap_or(located(default_kind).default_port());
         return Ok(vec![at(SocketAddr::new(ip, port), default_kind)]);
     }
-    let resolver = TokioResolver::builder_tokio()
-        .and_then(|builder| builder.build())
-        .map_err(|e| format!("no DNS resolver: {e}"))?;
+    let resolver = crate::dns::resolver()?;
     if let Some(port) = hop.port() {
         let peers = addresses(&resolver, &host, port).await?;
         return Ok(peers.into_iter().map(|peer| at(peer, default_kind)).collect());
@@ -313,21 +311,7 @@ async fn locate(account: &SipAccount) -> Result<Vec<Candidate>, String> {
     let naptr = if fixed.is_some() { Vec::new() } else { naptr_records(&resolver, &host).await };
     let mut candidates = Vec::new();
     for (transport, srv_name) in srv_names(&host, &naptr, &allowed, hop.is_sips()) {
-        let Ok(answer) = resolver.lookup(srv_name.as_str(), RecordType::SRV).await else { continue };
-        let records = answer
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::SRV(srv) => Some(SrvRecord {
-                    priority: srv.priority,
-                    weight: srv.weight,
-                    port: srv.port,
-                    target: srv.target.to_string(),
-                }),
-                _ => None,
-            })
-            .collect();
-        for srv in order_srv(records) {
+        for srv in order_srv(crate::dns::srv_records(&resolver, &srv_name).await) {
             let peers = addresses(&resolver, &srv.target, srv.port).await.unwrap_or_default();
             candidates.extend(peers.into_iter().map(|peer| at(peer, sip_transport(transport))));
         }

@@ -13,11 +13,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cusax_protocol::sip::locate::SrvRecord;
 use cusax_protocol::xmpp::locate::{self, TlsStart, XmppTarget};
 use futures_util::{SinkExt, StreamExt};
-use hickory_resolver::TokioResolver;
-use hickory_resolver::proto::rr::{RData, RecordType};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use sasl::common::{ChannelBinding, Credentials};
@@ -197,29 +194,13 @@ async fn secure(
 
 /// The SRV targets of `domain` for both ways to start TLS, in the order to try them.
 async fn find_targets(domain: &str) -> Vec<XmppTarget> {
-    let Ok(resolver) = TokioResolver::builder_tokio().and_then(|builder| builder.build()) else {
-        return locate::targets(domain, Vec::new(), Vec::new());
-    };
+    let Ok(resolver) = crate::dns::resolver() else { return locate::targets(domain, Vec::new(), Vec::new()) };
     let [(_, direct), (_, starttls)] = locate::srv_names(domain);
-    let (direct, starttls) = tokio::join!(srv_records(&resolver, &direct), srv_records(&resolver, &starttls));
+    let (direct, starttls) = tokio::join!(
+        crate::dns::srv_records(&resolver, &direct),
+        crate::dns::srv_records(&resolver, &starttls)
+    );
     locate::targets(domain, direct, starttls)
-}
-
-async fn srv_records(resolver: &TokioResolver, name: &str) -> Vec<SrvRecord> {
-    let Ok(answer) = resolver.lookup(name, RecordType::SRV).await else { return Vec::new() };
-    answer
-        .answers()
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::SRV(srv) => Some(SrvRecord {
-                priority: srv.priority,
-                weight: srv.weight,
-                port: srv.port,
-                target: srv.target.to_string(),
-            }),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A TCP connection to the first address of `host` that answers.
