@@ -113,12 +113,18 @@ impl ContactInfo {
     /// unknown when none says anything (offline, or a client without CUSAX).
     pub fn sip_status(&self) -> &'static str {
         let says = |s: &str| self.resources.values().any(|r| r.presence.sip_status == Some(s));
-        let reachable = self.resources.values().any(|r| !r.presence.reach.is_empty());
-        ["busy", "open", "closed"].into_iter().find(|s| says(s)).unwrap_or(if reachable {
+        // A resource naming a SIP address without a status is reachable too.
+        let reachable =
+            self.resources.values().any(|r| r.presence.sip_status.is_none() && !r.presence.reach.is_empty());
+        if says("busy") {
+            "busy"
+        } else if says("open") || reachable {
             "open"
+        } else if says("closed") {
+            "closed"
         } else {
             "unknown"
-        })
+        }
     }
 
     /// Their SIP addresses: what their presence names (`<reach>`), then the SIP addresses and
@@ -138,12 +144,11 @@ impl ContactInfo {
         out
     }
 
-    /// Their vCard lists one of the SIP addresses their presence names (RFC 7081 3.3).
+    /// Their vCard lists every SIP address their presence names (RFC 7081 3.3): only then
+    /// are none of SipAddresses hints.
     pub fn verified(&self) -> bool {
-        self.resources
-            .values()
-            .flat_map(|r| r.presence.reach.iter())
-            .any(|a| vcard_lists(&self.telephones, a))
+        let mut named = self.resources.values().flat_map(|r| r.presence.reach.iter()).peekable();
+        named.peek().is_some() && named.all(|a| vcard_lists(&self.telephones, a))
     }
 
     /// The resources as D-Bus shows them: (resource, show, status), by name.

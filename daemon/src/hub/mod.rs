@@ -567,7 +567,9 @@ impl Hub {
             match (status.sip_state, self.sip_aor()) {
                 (SipState::Registered, Some(aor)) => {
                     let targets = self.gruu.iter().cloned().chain(std::iter::once(aor)).collect();
-                    let busy = status.calls.values().any(|c| c.state != CallState::Ended);
+                    // Up, not ringing: a stranger's INVITE must not make us busy for everyone.
+                    let busy =
+                        status.calls.values().any(|c| matches!(c.state, CallState::Active | CallState::Held));
                     Some(SipPresence { targets, busy })
                 }
                 _ => None,

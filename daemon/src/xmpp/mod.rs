@@ -420,6 +420,11 @@ impl XmppActor {
                 info!("stream resumed");
                 self.online = true;
                 self.report(XmppState::Online, "");
+                // What changed while suspended (a call, the SIP registration, our show) was
+                // not sent: say it now.
+                if self.presence_sent {
+                    self.send(self.presence.stanza(self.sip_presence.as_ref()).into()).await;
+                }
                 if self.caught_up {
                     self.flush_outbox().await;
                 }

@@ -195,6 +195,9 @@ pub(super) fn answer(id: String, payload: Element, get: bool) -> Iq {
     Iq::from_error(id, error)
 }
 
+/// SIP addresses kept from one presence's `<reach>`.
+const MAX_REACH: usize = 8;
+
 /// Caps hashes kept at most (anyone can mint new ones; a real roster shows a few dozen).
 const MAX_CAPS: usize = 512;
 
@@ -332,9 +335,21 @@ impl XmppActor {
             Type::Subscribe => self.emit(XmppEvent::SubscriptionRequest { jid: jid.to_string() }),
             Type::None => {
                 let status = presence.statuses.values().next().cloned().unwrap_or_default();
-                let reach =
-                    presence.payloads.iter().find_map(|p| cusax::read_reach(p).ok()).unwrap_or_default();
                 let contact = presence.payloads.iter().find_map(|p| cusax::read_contact(p).ok());
+                // SIP addresses only, a few: a contact cannot fill our memory with them.
+                let mut reach: Vec<String> = presence
+                    .payloads
+                    .iter()
+                    .find_map(|p| cusax::read_reach(p).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| cusax::SipTarget::parse(a).is_ok())
+                    .take(MAX_REACH)
+                    .collect();
+                // A draft <contact> without <reach> still names where SIP reaches them.
+                if let (true, Some((target, _))) = (reach.is_empty(), &contact) {
+                    reach.push(target.uri.clone());
+                }
                 // Jitsi's "On the phone" (cusax-wire 7.3) reads as busy too.
                 let on_the_phone = status.contains("On the phone");
                 let sip_status = match contact.as_ref().and_then(|(_, s)| *s) {

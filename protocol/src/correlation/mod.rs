@@ -56,7 +56,12 @@ pub fn identity(text: &str) -> Option<Identity> {
         .unwrap_or(text);
     let rest = rest.split([';', '?', '>']).next().unwrap_or(rest);
     if let Some((user, host)) = rest.split_once('@') {
-        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        // The port goes; an IPv6 reference keeps its colons inside its brackets.
+        let host = match host.strip_prefix('[') {
+            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+            None => host.split(':').next().unwrap_or(host).to_owned(),
+        }
+        .to_ascii_lowercase();
         if user.is_empty() || host.is_empty() {
             return None;
         }
@@ -133,6 +138,11 @@ mod tests {
             assert_eq!(identity(junk), None, "{junk}");
         }
         assert_ne!(identity("sip:Bob@example.com"), bob, "the user part keeps its case");
+        assert_eq!(
+            identity("sip:bob@[2001:db8::1]:5060"),
+            Some(Identity::Address("bob@[2001:db8::1]".into()))
+        );
+        assert_ne!(identity("sip:bob@[2001:db8::66]"), identity("sip:bob@[2001:db8::1]"));
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl XmppContact {
             .split(';')
             .map(str::trim)
             .find(|p| !p.is_empty() && !p.contains('='))
-            .filter(|p| p.chars().all(|c| c.is_ascii_graphic()))
+            .filter(|p| p.len() <= 128 && p.chars().all(|c| c.is_ascii_graphic()))
             .ok_or_else(|| CusaxHeaderError::NoCorrelation(value.into()))?;
         Ok(Self { jid, correlation: correlation.to_owned() })
     }
@@ -96,11 +96,12 @@ fn xmpp_uri_jid(text: &str) -> Option<String> {
     let jid = percent_decode(jid)?;
     let (bare, _) = jid.split_once('/').unwrap_or((&jid, ""));
     let (local, domain) = bare.split_once('@')?;
-    // RFC 7622: a resource may hold spaces, the bare JID may not.
+    // RFC 7622: a resource may hold spaces, the bare JID may not; nothing may hold controls.
     let valid = !local.is_empty()
         && !domain.is_empty()
         && !domain.contains('@')
-        && !bare.contains(char::is_whitespace);
+        && !bare.contains(char::is_whitespace)
+        && !jid.contains(char::is_control);
     valid.then(|| jid.clone())
 }
 
@@ -179,6 +180,7 @@ mod tests {
         let odd = XmppContact { jid: "d'artagnan@example.com/salle d'armes".into(), correlation: "t".into() };
         assert!(odd.to_text().contains("salle%20d'armes"));
         assert_eq!(XmppContact::parse(&odd.to_text()).unwrap(), odd);
+        let long = format!("<xmpp:bob@x>;{}", "t".repeat(129));
         for bad in [
             "",
             "<xmpp:bob@example.com>",
@@ -186,6 +188,9 @@ mod tests {
             "<xmpp:example.com>;t",
             "<xmpp:b%zz@x>;t",
             "<xmpp:bob@x",
+            "<xmpp:bob@x/a%0D%0Ab>;t",
+            "<xmpp:bob@x/%00>;t",
+            long.as_str(),
         ] {
             assert!(XmppContact::parse(bad).is_err(), "{bad:?}");
         }

@@ -93,8 +93,8 @@ impl SipTarget {
         };
         let mut parts = inside.split(';');
         let base = parts.next().unwrap_or_default().trim();
-        let scheme = base.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), Some("sip" | "sips" | "tel")) || base.len() <= 4 {
+        let (scheme, rest) = base.split_once(':').unwrap_or_default();
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "sip" | "sips" | "tel") || rest.is_empty() {
             return Err(CusaxElementError::NotSipUri(text.into()));
         }
         let mut uri = base.to_owned();
@@ -256,7 +256,16 @@ mod tests {
         assert_eq!(instance.uri, "sip:a@b;transport=tls;ob");
         assert_eq!(instance.tags, ["+sip.instance=\"x\"", "audio"]);
         assert_eq!(SipTarget::parse("tel:+15550100").unwrap().media(), None);
-        for bad in ["", "<>", "xmpp:bob@example.com", "<sip:bob@example.com", "http://x", "sip:"] {
+        for bad in [
+            "",
+            "<>",
+            "xmpp:bob@example.com",
+            "<sip:bob@example.com",
+            "http://x",
+            "sip:",
+            "sips:",
+            "<sips:>;audio",
+        ] {
             assert!(SipTarget::parse(bad).is_err(), "{bad:?}");
         }
     }
