@@ -47,6 +47,12 @@ fn signal<'a>(event: &'a Value, member: &str) -> Option<&'a Vec<Value>> {
     (event["event"] == "signal" && event["member"] == member).then(|| event["args"].as_array()).flatten()
 }
 
+/// No further message reaches `peer` within `period`: nothing was sent twice.
+fn assert_nothing_more(peer: &mut XmppPeer, period: Duration) {
+    let more: Vec<Value> = peer.drain(period).into_iter().filter(|e| e["event"] == "message").collect();
+    assert!(more.is_empty(), "sent twice: {more:?}");
+}
+
 fn message_from(peer: &mut XmppPeer, body: &str) -> Value {
     peer.expect(|e| e["event"] == "message" && e["body"] == body, PATIENCE).unwrap()
 }
@@ -238,9 +244,7 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order(server: Xm
         got.push(m["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(got, ids, "in order");
-    let more: Vec<Value> =
-        bob.drain(Duration::from_secs(3)).into_iter().filter(|e| e["event"] == "message").collect();
-    assert!(more.is_empty(), "sent twice: {more:?}");
+    assert_nothing_more(&mut bob, Duration::from_secs(3));
 }
 
 fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice(server: XmppServer) {
@@ -261,9 +265,7 @@ fn a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice(se
     let _alice = start_alice(&bus, &config, dir.path());
     let got = message_from(&mut bob, "before the crash");
     assert_eq!(got["id"], id.as_str());
-    let again: Vec<Value> =
-        bob.drain(Duration::from_secs(5)).into_iter().filter(|e| e["event"] == "message").collect();
-    assert!(again.is_empty(), "sent twice: {again:?}");
+    assert_nothing_more(&mut bob, Duration::from_secs(5));
     let page = history(&bus, BOB);
     assert_eq!(page.len(), 1);
     wait_for("the message to be marked sent", || {

@@ -379,13 +379,15 @@ impl Hub {
             self.status.borrow().conversations.get(&conversation).cloned().ok_or(MessagingError::NotFound)?;
         let uid = uuid_v4(&mut OsEntropy);
         let record = NewMessage {
-            uid: uid.clone(),
-            peer: info.peer.clone(),
-            direction: Direction::Out,
-            thread: Some(info.thread.clone()),
-            body,
-            at_ms: crate::xmpp::now_ms(),
-            status: Status::Queued,
+            message: StoredMessage {
+                uid: uid.clone(),
+                peer: info.peer.clone(),
+                direction: Direction::Out,
+                thread: Some(info.thread.clone()),
+                body,
+                at_ms: crate::xmpp::now_ms(),
+                status: Status::Queued,
+            },
             stanza_id: None,
             origin_id: Some(uid.clone()),
             message_id: Some(uid.clone()),

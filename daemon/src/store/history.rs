@@ -133,13 +133,7 @@ pub struct StoredMessage {
 /// carbon or the archive) the XEP-0359 ids de-duplicate.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub uid: String,
-    pub peer: String,
-    pub direction: Direction,
-    pub thread: Option<String>,
-    pub body: String,
-    pub at_ms: i64,
-    pub status: Status,
+    pub message: StoredMessage,
     /// The server's `<stanza-id>` (by our own bare JID), which is also its archive id.
     pub stanza_id: Option<String>,
     /// The sender's `<origin-id>`.
@@ -196,15 +190,12 @@ impl History {
 
     /// Records a message. `Ok(None)` when it is one we have already (same server stanza-id,
     /// or the same peer's origin-id, or the same peer, id attribute and body).
-    pub fn insert(
-        &mut self,
-        account: &str,
-        message: &NewMessage,
-    ) -> Result<Option<StoredMessage>, StoreError> {
+    pub fn insert(&mut self, account: &str, new: &NewMessage) -> Result<Option<StoredMessage>, StoreError> {
         let tx = self.db.transaction()?;
-        if is_duplicate(&tx, account, message)? {
+        if is_duplicate(&tx, account, new)? {
             return Ok(None);
         }
+        let message = &new.message;
         tx.execute(
             "INSERT INTO messages (uid, account, peer, direction, thread, body, at_ms, at_s, status, stanza_id, origin_id, message_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -218,21 +209,13 @@ impl History {
                 message.at_ms,
                 message.at_ms.div_euclid(1000),
                 message.status.as_str(),
-                message.stanza_id,
-                message.origin_id,
-                message.message_id,
+                new.stanza_id,
+                new.origin_id,
+                new.message_id,
             ],
         )?;
         tx.commit()?;
-        Ok(Some(StoredMessage {
-            uid: message.uid.clone(),
-            peer: message.peer.clone(),
-            direction: message.direction,
-            thread: message.thread.clone(),
-            body: message.body.clone(),
-            at_ms: message.at_ms,
-            status: message.status,
-        }))
+        Ok(Some(message.clone()))
     }
 
     /// The account's outbox: its queued messages, oldest first.
@@ -339,7 +322,7 @@ fn is_duplicate(db: &Connection, account: &str, m: &NewMessage) -> Result<bool, 
     if let Some(id) = &m.origin_id
         && found(
             "SELECT 1 FROM messages WHERE account = ?1 AND peer = ?2 AND (origin_id = ?3 OR uid = ?3)",
-            &[&account, &m.peer, id],
+            &[&account, &m.message.peer, id],
         )?
     {
         return Ok(true);
@@ -349,7 +332,7 @@ fn is_duplicate(db: &Connection, account: &str, m: &NewMessage) -> Result<bool, 
     if let Some(id) = &m.message_id
         && found(
             "SELECT 1 FROM messages WHERE account = ?1 AND peer = ?2 AND direction = ?3 AND (message_id = ?4 OR uid = ?4) AND body = ?5",
-            &[&account, &m.peer, &m.direction.as_str(), id, &m.body],
+            &[&account, &m.message.peer, &m.message.direction.as_str(), id, &m.message.body],
         )?
     {
         return Ok(true);
@@ -365,28 +348,35 @@ mod tests {
 
     fn incoming(uid: &str, body: &str) -> NewMessage {
         NewMessage {
-            uid: uid.into(),
-            peer: "bob@example.org".into(),
-            direction: Direction::In,
-            thread: Some("t1".into()),
-            body: body.into(),
-            at_ms: 1000,
-            status: Status::Received,
+            message: StoredMessage {
+                uid: uid.into(),
+                peer: "bob@example.org".into(),
+                direction: Direction::In,
+                thread: Some("t1".into()),
+                body: body.into(),
+                at_ms: 1000,
+                status: Status::Received,
+            },
             stanza_id: None,
             origin_id: None,
             message_id: None,
         }
     }
 
+    /// `new` changed by `change`.
+    fn with(mut new: NewMessage, change: impl FnOnce(&mut StoredMessage)) -> NewMessage {
+        change(&mut new.message);
+        new
+    }
+
     fn outgoing(uid: &str, at_ms: i64) -> NewMessage {
-        NewMessage {
-            direction: Direction::Out,
-            status: Status::Queued,
-            at_ms,
-            origin_id: Some(uid.into()),
-            message_id: Some(uid.into()),
-            ..incoming(uid, "hi")
-        }
+        let new =
+            NewMessage { origin_id: Some(uid.into()), message_id: Some(uid.into()), ..incoming(uid, "hi") };
+        with(new, |m| {
+            m.direction = Direction::Out;
+            m.status = Status::Queued;
+            m.at_ms = at_ms;
+        })
     }
 
     #[test]
@@ -431,8 +421,10 @@ mod tests {
         assert!(h.insert(ME, &renumbered).unwrap().is_some(), "an id reused with another body");
         let again = NewMessage { message_id: Some("1".into()), ..incoming("u6", "first") };
         assert!(h.insert(ME, &again).unwrap().is_none());
-        let from_elsewhere = NewMessage { peer: "carol@example.org".into(), ..offline };
-        let from_elsewhere = NewMessage { uid: "u7".into(), ..from_elsewhere };
+        let from_elsewhere = with(offline, |m| {
+            m.peer = "carol@example.org".into();
+            m.uid = "u7".into();
+        });
         assert!(h.insert(ME, &from_elsewhere).unwrap().is_some(), "origin-ids are per sender");
     }
 
@@ -441,7 +433,10 @@ mod tests {
         let mut h = History::in_memory().unwrap();
         for i in 0..10 {
             let peer = if i % 2 == 0 { "bob@example.org" } else { "carol@example.org" };
-            let m = NewMessage { peer: peer.into(), at_ms: i * 100, ..incoming(&format!("u{i}"), "b") };
+            let m = with(incoming(&format!("u{i}"), "b"), |m| {
+                m.peer = peer.into();
+                m.at_ms = i * 100;
+            });
             h.insert(ME, &m).unwrap();
         }
         let page = |f: HistoryFilter| h.query(ME, &f).unwrap().into_iter().map(|m| m.uid).collect::<Vec<_>>();
@@ -457,9 +452,9 @@ mod tests {
     #[test]
     fn within_a_second_arrival_order_wins_over_truncated_stamps() {
         let mut h = History::in_memory().unwrap();
-        h.insert(ME, &NewMessage { at_ms: 5_355, ..incoming("live", "first") }).unwrap();
-        h.insert(ME, &NewMessage { at_ms: 5_000, ..incoming("offline", "second") }).unwrap();
-        h.insert(ME, &NewMessage { at_ms: 4_999, ..incoming("older", "before both") }).unwrap();
+        h.insert(ME, &with(incoming("live", "first"), |m| m.at_ms = 5_355)).unwrap();
+        h.insert(ME, &with(incoming("offline", "second"), |m| m.at_ms = 5_000)).unwrap();
+        h.insert(ME, &with(incoming("older", "before both"), |m| m.at_ms = 4_999)).unwrap();
         let page = h.query(ME, &HistoryFilter { limit: 10, ..Default::default() }).unwrap();
         let uids: Vec<&str> = page.iter().map(|m| m.uid.as_str()).collect();
         assert_eq!(uids, ["older", "live", "offline"]);

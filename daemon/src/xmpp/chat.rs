@@ -303,13 +303,15 @@ impl XmppActor {
         }
         let Some(body) = chat.body.clone() else { return };
         let record = NewMessage {
-            uid: uuid_v4(&mut OsEntropy),
-            peer: peer.clone(),
-            direction: if chat.way == Way::In { Direction::In } else { Direction::Out },
-            thread: chat.thread.clone(),
-            body,
-            at_ms: chat.sent_at_ms.unwrap_or_else(now_ms),
-            status: if chat.way == Way::In { Status::Received } else { Status::Sent },
+            message: StoredMessage {
+                uid: uuid_v4(&mut OsEntropy),
+                peer: peer.clone(),
+                direction: if chat.way == Way::In { Direction::In } else { Direction::Out },
+                thread: chat.thread.clone(),
+                body,
+                at_ms: chat.sent_at_ms.unwrap_or_else(now_ms),
+                status: if chat.way == Way::In { Status::Received } else { Status::Sent },
+            },
             stanza_id: chat.stanza_id.clone(),
             origin_id: chat.origin_id.clone(),
             message_id: chat.id.clone(),
