@@ -1007,13 +1007,19 @@ pub fn calls_json(bus: &PrivateBus) -> Vec<serde_json::Value> {
 }
 
 /// Polls `probe` every 20 ms until it gives something; panics with `what` after `PATIENCE`.
-pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_within(what, PATIENCE, probe)
+}
+
+/// [`wait_for`] with a limit of its own: for what waits on the daemon's reconnect backoff,
+/// which after a long outage is longer than [`PATIENCE`] by design.
+pub fn wait_for_within<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(found) = probe() {
             return found;
         }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

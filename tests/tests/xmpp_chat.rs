@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cusax_tests::{
     Cusaxd, PATIENCE, PrivateBus, Testbed, Watch, XmppPeer, XmppServer, assert_documented, busctl, cusaxctl,
-    on_both_xmpp_servers, status_json, wait_for, write_private,
+    on_both_xmpp_servers, status_json, wait_for, wait_for_within, write_private,
 };
 use serde_json::{Value, json};
 
@@ -230,6 +230,11 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order(server: Xm
     let ids: Vec<String> = (1..=20).map(|n| send(&bus, BOB, &format!("offline {n}"))).collect();
     assert!(history(&bus, BOB).iter().all(|m| m["status"] == "queued"));
     testbed.start_xmpp(server).unwrap();
+    // Down for a while (ejabberd takes seconds to start), alice is in her backoff: the
+    // attempts so far waited 2 s, 4 s, 8 s…, the next one may be 32 s away.
+    wait_for_within("alice back online", Duration::from_secs(70), || {
+        Some(()).filter(|_| status_json(&bus)["XmppState"] == "online")
+    });
     for id in &ids {
         let sent = watch.next_event(|e| {
             signal(e, "MessageStatus").is_some_and(|a| a[0] == id.as_str() && a[1] == "sent")
