@@ -93,6 +93,34 @@ pub async fn message(
 /// stdin ends.
 pub async fn chat(conn: &Connection, timeout: Duration, jid: &str) -> anyhow::Result<()> {
     let path = start_conversation(conn, timeout, jid).await?;
+    chat_on(conn, timeout, &path, jid).await
+}
+
+/// `chat --call CALL`: the chat the call's `StartChat` opens with its far end.
+pub async fn chat_about_call(conn: &Connection, timeout: Duration, call: &str) -> anyhow::Result<()> {
+    let start = conn.call_method(Some(BUS_NAME), call, Some("org.cusax.Cusax1.Call"), "StartChat", &());
+    let path: OwnedObjectPath = bounded(timeout, start).await?.body().deserialize()?;
+    let peer = conn.call_method(
+        Some(BUS_NAME),
+        path.as_str(),
+        Some("org.freedesktop.DBus.Properties"),
+        "Get",
+        &(CONVERSATION_IFACE, "Peer"),
+    );
+    let peer: OwnedVariant = bounded(timeout, peer).await?.body().deserialize()?;
+    let peer = match render::to_json(&peer) {
+        serde_json::Value::String(peer) => peer,
+        _ => String::new(),
+    };
+    chat_on(conn, timeout, &path, &peer).await
+}
+
+async fn chat_on(
+    conn: &Connection,
+    timeout: Duration,
+    path: &OwnedObjectPath,
+    jid: &str,
+) -> anyhow::Result<()> {
     let mut signals = conversation_signals(conn, timeout, path.as_str()).await?;
     eprintln!("cusaxctl: chatting with {jid}; one line per message, end with Ctrl-D");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -117,6 +145,23 @@ pub async fn chat(conn: &Connection, timeout: Duration, jid: &str) -> anyhow::Re
             }
         }
     }
+}
+
+/// `lookup ADDRESS`: the contact a JID, SIP address or number belongs to.
+pub async fn lookup(conn: &Connection, timeout: Duration, address: &str, json: bool) -> anyhow::Result<()> {
+    let args = (address,);
+    let call =
+        conn.call_method(Some(BUS_NAME), ROOT_PATH, Some("org.cusax.Cusax1.Contacts"), "Lookup", &args);
+    let path: OwnedObjectPath = bounded(timeout, call).await?.body().deserialize()?;
+    let all = conn.call_method(
+        Some(BUS_NAME),
+        path.as_str(),
+        Some("org.freedesktop.DBus.Properties"),
+        "GetAll",
+        &(CONTACT_IFACE,),
+    );
+    let properties: HashMap<String, OwnedVariant> = bounded(timeout, all).await?.body().deserialize()?;
+    crate::print_text(&render::object_line(path.as_str(), &properties, json, render::lookup_text))
 }
 
 /// `contacts`: one line (or JSON object) per roster contact, then the pending requests.

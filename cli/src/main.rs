@@ -53,7 +53,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Call a sip:/sips: URI, a tel: URI or an E.164 number; prints the call's object path.
+    /// Call a sip:/sips: URI, a tel: URI, an E.164 number, or a JID (on the SIP address that
+    /// contact published); prints the call's object path.
     Call { target: String },
     /// Answer an incoming call (the only one when CALL is left out).
     Answer {
@@ -104,8 +105,23 @@ enum Command {
         #[arg(long, value_parser = ["sent", "delivered"])]
         wait: Option<String>,
     },
-    /// Chat with a JID: each line of stdin is sent, each message that arrives is printed.
-    Chat { jid: String },
+    /// Chat with a JID, or (--call) with the far end of a call, linked to it: each line of
+    /// stdin is sent, each message that arrives is printed.
+    Chat {
+        #[arg(required_unless_present = "call", conflicts_with = "call")]
+        jid: Option<String>,
+        /// A call number (call/N) or object path.
+        #[arg(long)]
+        call: Option<String>,
+    },
+    /// Who an address is on both networks: a JID, a SIP address or a number; prints the
+    /// contact's JID, SIP addresses, numbers, whether their vCard verifies them, SIP status.
+    Lookup {
+        address: String,
+        /// One JSON object with the contact's properties.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the roster contacts with their presence, and who asks to see ours.
     Contacts {
         /// One JSON object per contact.
@@ -205,7 +221,12 @@ fn main() -> ExitCode {
             Command::Msg { jid, text, wait } => {
                 chat::message(&conn, timeout, &jid, &text, wait.as_deref()).await
             }
-            Command::Chat { jid } => chat::chat(&conn, timeout, &jid).await,
+            Command::Chat { jid: Some(jid), .. } => chat::chat(&conn, timeout, &jid).await,
+            Command::Chat { jid: None, call } => {
+                let path = find_call(&conn, timeout, call.as_deref(), "chat about", &[]).await?;
+                chat::chat_about_call(&conn, timeout, &path).await
+            }
+            Command::Lookup { address, json } => chat::lookup(&conn, timeout, &address, json).await,
             Command::Contacts { json } => chat::contacts(&conn, timeout, json).await,
             Command::Presence { show, status } => {
                 chat::presence(&conn, timeout, show.as_deref(), &status).await
@@ -305,7 +326,12 @@ async fn status(conn: &Connection, timeout: Duration, json: bool) -> anyhow::Res
             properties.iter().map(|(name, value)| (name.clone(), render::to_json(value))).collect();
         format!("{}\n", serde_json::Value::Object(object))
     } else {
-        render::status_text(&properties)
+        // The calls with what they are linked to: the chat, the contact.
+        let mut text = render::status_text(&properties);
+        for (path, properties) in calls(conn, timeout).await? {
+            text.push_str(&render::call_line(&path, &properties));
+        }
+        text
     };
     match write_stdout(text.as_bytes()) {
         ExitCode::SUCCESS => Ok(()),

@@ -96,7 +96,40 @@ pub fn call_line(path: &str, properties: &HashMap<String, OwnedValue>) -> String
     if !media.is_empty() {
         line.push_str(&format!("         {media}\n"));
     }
+    let link = link_line(properties);
+    if !link.is_empty() {
+        line.push_str(&format!("         {link}\n"));
+    }
     line
+}
+
+/// What a call is linked to on XMPP: its conversation (correlated or not), the contact and
+/// the JID the far end named.
+fn link_line(properties: &HashMap<String, OwnedValue>) -> String {
+    let json = |name: &str| properties.get(name).map(|v| to_json(v)).unwrap_or(Json::Null);
+    let object = |name: &str| match json(name) {
+        Json::String(p) if p != "/" => {
+            p.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/")
+        }
+        _ => String::new(),
+    };
+    let mut parts = Vec::new();
+    let conversation = object("Conversation");
+    if !conversation.is_empty() {
+        let how = if json("Correlated") == Json::Bool(true) { "correlated" } else { "not confirmed" };
+        parts.push(format!("chat {conversation} ({how})"));
+    }
+    let contact = object("Contact");
+    if !contact.is_empty() {
+        let how = if json("ContactVerified") == Json::Bool(true) { "verified" } else { "unverified" };
+        parts.push(format!("contact {contact} ({how})"));
+    }
+    if let Json::String(jid) = json("PeerJid")
+        && !jid.is_empty()
+    {
+        parts.push(format!("xmpp:{jid}"));
+    }
+    parts.join(", ")
 }
 
 /// The media part of a call: state, mute, and the figures of `MediaStats`.
@@ -240,13 +273,43 @@ pub fn contact_line(properties: &HashMap<String, OwnedValue>) -> String {
     if json("SubscriptionPending") == Json::Bool(true) {
         subscription.push_str(", asked");
     }
-    let capabilities = match json("Capabilities") {
-        Json::Array(c) if !c.is_empty() => {
-            format!("  [{}]", c.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", "))
-        }
+    let list = |name: &str| match json(name) {
+        Json::Array(c) => c.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let capabilities = list("Capabilities");
+    let capabilities =
+        if capabilities.is_empty() { String::new() } else { format!("  [{}]", capabilities.join(", ")) };
+    let mut line = format!("{}{name}  {presence}  subscription {subscription}{capabilities}\n", text("Jid"));
+    let addresses: Vec<String> = list("SipAddresses").into_iter().chain(list("Numbers")).collect();
+    let sip = text("SipStatus");
+    if !addresses.is_empty() || !matches!(sip.as_str(), "" | "unknown") {
+        let verified = if json("Verified") == Json::Bool(true) { "verified" } else { "unverified" };
+        line.push_str(&format!("    SIP {sip}  {} ({verified})\n", addresses.join(" ")));
+    }
+    line
+}
+
+/// `cusaxctl lookup`: the contact on both networks.
+pub fn lookup_text(properties: &HashMap<String, OwnedValue>) -> String {
+    let json = |name: &str| properties.get(name).map(|v| to_json(v)).unwrap_or(Json::Null);
+    let list = |name: &str| match json(name) {
+        Json::Array(items) => items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(" "),
         _ => String::new(),
     };
-    format!("{}{name}  {presence}  subscription {subscription}{capabilities}\n", text("Jid"))
+    let text = |name: &str| match json(name) {
+        Json::String(s) => s,
+        other => other.to_string(),
+    };
+    let verified =
+        if json("Verified") == Json::Bool(true) { "yes (their vCard lists them)" } else { "no (hints)" };
+    format!(
+        "JID       {}\nSIP       {}\nNumbers   {}\nVerified  {verified}\nSipStatus {}\n",
+        text("Jid"),
+        list("SipAddresses"),
+        list("Numbers"),
+        text("SipStatus")
+    )
 }
 
 /// A History.Query entry: time, direction, peer, body and status.

@@ -29,9 +29,22 @@ fn config(testbed: &Testbed, with_sip: bool) -> String {
 }
 
 fn from_alice(event: &Value) -> bool {
+    // slixmpp names an available presence by its show.
     event["event"] == "presence"
-        && event["type"] == "available"
+        && ["available", "away", "chat", "dnd", "xa"].iter().any(|t| event["type"] == *t)
         && event["frm"].as_str().is_some_and(|f| f.starts_with(ALICE))
+}
+
+/// Whether alice's XEP-0108 activity node says "on the phone" (null: no item), as carol reads it.
+fn alice_activity(carol: &mut XmppPeer) -> Value {
+    carol
+        .command(json!({"cmd": "pubsub_items", "jid": ALICE, "node": "http://jabber.org/protocol/activity"}))
+        .unwrap();
+    let items = carol.expect(|e| e["event"] == "items", PATIENCE).unwrap();
+    match items["items"].as_array().and_then(|i| i.last()).and_then(|i| i.as_str()) {
+        None => Value::Null,
+        Some(item) => json!(item.contains("on_the_phone")),
+    }
 }
 
 #[test]
@@ -43,7 +56,7 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     write_private(&path, &config(&testbed, true)).unwrap();
     let bus = PrivateBus::start().unwrap();
     let data = dir.path().join("data");
-    let _alice = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    let alice = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
     wait_for("alice registered and online", || {
         let s = status_json(&bus);
         Some(()).filter(|_| s["SipState"] == "registered" && s["XmppState"] == "online")
@@ -98,11 +111,22 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     let out = cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]);
     assert!(out.status.success(), "{out:?}");
     bob.wait_event("CALL_ESTABLISHED").unwrap();
-    carol.expect(|e| from_alice(e) && e["contact"]["status"] == "busy", PATIENCE).unwrap();
+    // Busy, and "On the phone" as Jitsi shows it (show away), and over PEP (XEP-0108).
+    let busy = carol.expect(|e| from_alice(e) && e["contact"]["status"] == "busy", PATIENCE).unwrap();
+    assert_eq!(
+        (busy["show"].as_str(), busy["status"].as_str()),
+        (Some("away"), Some("On the phone")),
+        "{busy}"
+    );
     alice_seen_by_bob("alice busy at bob's", &|c| c["SipStatus"] == "busy");
+    assert_eq!(alice_activity(&mut carol), json!(true), "PEP says on the phone");
     assert!(cusaxctl(&bus, &["hangup"]).status.success());
-    carol.expect(|e| from_alice(e) && e["contact"]["status"] == "open", PATIENCE).unwrap();
+    let open = carol.expect(|e| from_alice(e) && e["contact"]["status"] == "open", PATIENCE).unwrap();
+    assert_eq!((open["show"].as_str(), open["status"].as_str()), (Some(""), Some("")), "{open}");
     alice_seen_by_bob("alice open again at bob's", &|c| c["SipStatus"] == "open");
+    cusax_tests::wait_for("the PEP activity cleared", || {
+        (alice_activity(&mut carol) == json!(false)).then_some(())
+    });
 
     // Without SIP: no reach, no contact.
     write_private(&path, &config(&testbed, false)).unwrap();
@@ -113,7 +137,33 @@ fn presence_carries_sip_reachability_busy_in_a_call_and_nothing_unregistered() {
     assert!(out.status.success(), "{out:?}");
     let plain = carol.expect(|e| from_alice(e) && e["contact"].is_null(), PATIENCE).unwrap();
     assert_eq!(plain["reach"], json!([]));
-    alice_seen_by_bob("alice without SIP at bob's", &|c| {
-        c["SipStatus"] == "unknown" && c["SipAddresses"] == json!([])
+    // Her presence names no address now; what her vCard lists stays known (OFF-1).
+    let seen = alice_seen_by_bob("alice without SIP at bob's", &|c| {
+        c["SipStatus"] == "unknown" && !c["SipAddresses"].to_string().contains(";gr=")
+    });
+    assert!(
+        seen["SipAddresses"] == json!([])
+            || (seen["SipAddresses"] == json!(["sip:alice@127.0.0.1"]) && seen["Verified"] == true),
+        "{seen}"
+    );
+
+    // A crash in a call leaves "on the phone" on the server (cusax-wire P22): the next start
+    // clears it.
+    write_private(&path, &config(&testbed, true)).unwrap();
+    let out = cusax_tests::busctl(
+        &bus,
+        &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_for("alice registered again", || Some(()).filter(|_| status_json(&bus)["SipState"] == "registered"));
+    assert!(cusaxctl(&bus, &["call", "sip:bob@127.0.0.1"]).status.success());
+    bob.wait_event("CALL_ESTABLISHED").unwrap();
+    cusax_tests::wait_for("on the phone", || (alice_activity(&mut carol) == json!(true)).then_some(()));
+    alice.signal("KILL");
+    drop(alice);
+    bob.command("hangup", "").unwrap();
+    let _alice = Cusaxd::start_with_env(&bus, &path, &[("XDG_DATA_HOME", data.as_path())]).unwrap();
+    cusax_tests::wait_for("the stale activity cleared", || {
+        (alice_activity(&mut carol) == json!(false)).then_some(())
     });
 }

@@ -11,13 +11,30 @@ use zbus::{OwnedObjectPath, OwnedVariant, Variant, interface};
 use super::{CusaxError, ROOT_PATH};
 use cusax_protocol::media::dtmf::{MAX_PENDING_DIGITS, event_for_digit};
 
-use crate::hub::{CallInfo, CallState, DaemonStatus, HubHandle};
+use super::chat_objects::{contact_path, conversation_path, export_conversation, root_path};
+use crate::hub::{CallInfo, CallState, DaemonStatus, HubHandle, MessagingCommand};
 use crate::sip::CallId;
 
 /// The object path of call `id`.
 pub fn call_path(id: CallId) -> OwnedObjectPath {
     // A number after a fixed prefix is always a valid path.
     OwnedObjectPath::try_from(format!("{ROOT_PATH}/call/{id}")).unwrap_or_default()
+}
+
+/// The object of a call just placed: it goes out with its first state, not before the hub
+/// has it.
+pub async fn exported_call(
+    server: &ObjectServer,
+    hub: &HubHandle,
+    id: CallId,
+) -> Result<OwnedObjectPath, CusaxError> {
+    let mut status = hub.status();
+    let known = status.wait_for(|s| s.calls.contains_key(&id));
+    if tokio::time::timeout(std::time::Duration::from_secs(1), known).await.is_err() {
+        return Err(CusaxError::Failed("the call was placed but not reported in time".into()));
+    }
+    export_call(server, hub, id).await?;
+    Ok(call_path(id))
 }
 
 /// Exports call `id` unless it already is (the publisher and PlaceCall both get here).
@@ -33,9 +50,12 @@ pub struct CallsObject {
 /// Placing calls, and the list of calls.
 #[interface(name = "org.cusax.Cusax1.Calls")]
 impl CallsObject {
-    /// Calls target: a sip: or sips: URI, a tel: URI or an E.164 number (+...). options: none
-    /// yet (video and conversation come later); unknown keys fail with InvalidArgument.
-    /// Returns the new call's object. Fails with InvalidAddress or NotRegistered.
+    /// Calls target: a sip: or sips: URI, a tel: URI, an E.164 number (+...), or a JID
+    /// (user@host or xmpp:user@host: the SIP address that contact published, in a chat
+    /// thread, their presence or their vCard). A contact we share with learns our JID from
+    /// the INVITE, and a running chat with them is linked to the call. options: none yet;
+    /// unknown keys fail with InvalidArgument. Returns the new call's object. Fails with
+    /// InvalidAddress or NotRegistered.
     #[zbus(out_args("call"))]
     async fn place_call(
         &self,
@@ -47,14 +67,7 @@ impl CallsObject {
             return Err(CusaxError::InvalidArgument(format!("unknown option {key:?}")));
         }
         let id = self.hub.place_call(target).await?;
-        // The object goes out with its first state, not before the hub has it.
-        let mut status = self.hub.status();
-        let known = status.wait_for(|s| s.calls.contains_key(&id));
-        if tokio::time::timeout(std::time::Duration::from_secs(1), known).await.is_err() {
-            return Err(CusaxError::Failed("the call was placed but not reported in time".into()));
-        }
-        export_call(server, &self.hub, id).await?;
-        Ok(call_path(id))
+        exported_call(server, &self.hub, id).await
     }
 
     /// The calls there are, in the order they began.
@@ -111,6 +124,55 @@ impl CallObject {
             return Err(CusaxError::InvalidArgument(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)")));
         }
         Ok(self.hub.send_dtmf(self.id, digits.to_owned()).await?)
+    }
+
+    /// Opens a chat with the far end, on the JID it named (its XMPP-Contact full JID, else its
+    /// roster contact or Call-Info JID). To a contact we share with, the first message
+    /// carries the call's correlation token, and the chat is linked to the call (Correlated
+    /// once their reply echoes it). Returns the conversation's object. Fails with
+    /// InvalidAddress when the far end named no JID, NotConfigured without an XMPP account.
+    #[zbus(out_args("conversation"))]
+    async fn start_chat(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, CusaxError> {
+        let call = self.id;
+        let id = self.hub.messaging(|reply| MessagingCommand::StartChat { call, reply }).await?;
+        export_conversation(server, &self.hub, id).await?;
+        Ok(conversation_path(id))
+    }
+
+    /// The conversation this call belongs to, or "/".
+    #[zbus(property)]
+    fn conversation(&self) -> OwnedObjectPath {
+        self.info(|c| c.link.conversation.map(conversation_path), None).unwrap_or_else(root_path)
+    }
+
+    /// Both sides know the call and the conversation belong together: the far end echoed
+    /// our thread (XMPP-Thread) or token (sip-correlation), or we matched its thread and echo it.
+    #[zbus(property)]
+    fn correlated(&self) -> bool {
+        self.info(|c| c.link.correlated, false)
+    }
+
+    /// The roster contact the far end is (by the JID it named, or the conversation's peer),
+    /// or "/".
+    #[zbus(property)]
+    fn contact(&self) -> OwnedObjectPath {
+        self.info(|c| c.link.contact.map(contact_path), None).unwrap_or_else(root_path)
+    }
+
+    /// That contact's own vCard lists the far end's SIP identity (RFC 7081 3.5); false means
+    /// Contact is a hint.
+    #[zbus(property)]
+    fn contact_verified(&self) -> bool {
+        self.info(|c| c.link.contact_verified, false)
+    }
+
+    /// The JID the far end named in its XMPP-Contact (full) or Call-Info (bare), or "".
+    #[zbus(property)]
+    fn peer_jid(&self) -> String {
+        self.info(|c| c.link.peer_jid.clone(), String::new())
     }
 
     /// Digits the far end sent (RFC 4733), as they arrive.

@@ -9,9 +9,13 @@ use tokio::sync::watch;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, OwnedVariant, Variant, interface};
 
+use cusax_protocol::correlation::identity;
+
+use super::call_objects::{call_path, exported_call};
 use super::{CusaxError, ROOT_PATH};
 use crate::hub::{
     ContactId, ContactInfo, ConversationId, ConversationInfo, DaemonStatus, HubHandle, MessagingCommand,
+    find_by_sip,
 };
 use crate::store::{HistoryFilter, StoredMessage, history::MAX_PAGE};
 use crate::xmpp::SubscriptionAction;
@@ -120,6 +124,32 @@ impl ConversationObject {
         Ok(self.hub.messaging(|reply| MessagingCommand::SetChatState { conversation, state, reply }).await?)
     }
 
+    /// Calls the peer (REQ-1, REQ-2): the SIP address they sent in this chat, else the one
+    /// their presence or vCard names. A contact we share with learns the chat's thread and
+    /// our JID from the INVITE; their cusaxd links the call to this chat, and echoes the
+    /// thread (then Call.Correlated). Returns the call's object. Fails with InvalidAddress
+    /// when no SIP address of theirs is known, NotRegistered, NotFound after Close.
+    #[zbus(out_args("call"))]
+    async fn start_call(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, CusaxError> {
+        let id = self.hub.start_call(self.id).await?;
+        exported_call(server, &self.hub, id).await
+    }
+
+    /// The calls that belong to this conversation.
+    #[zbus(property)]
+    fn calls(&self) -> Vec<OwnedObjectPath> {
+        let status = self.status.borrow();
+        status
+            .calls
+            .iter()
+            .filter(|(_, c)| c.link.conversation == Some(self.id))
+            .map(|(id, _)| call_path(*id))
+            .collect()
+    }
+
     /// Ends the conversation (its object goes; history stays).
     async fn close(&self) -> Result<(), CusaxError> {
         let conversation = self.id;
@@ -170,7 +200,7 @@ impl ConversationObject {
     pub async fn message_status(emitter: &SignalEmitter<'_>, id: &str, status: &str) -> zbus::Result<()>;
 }
 
-fn root_path() -> OwnedObjectPath {
+pub fn root_path() -> OwnedObjectPath {
     OwnedObjectPath::try_from("/").unwrap_or_default()
 }
 
@@ -182,10 +212,21 @@ pub struct ContactsObject {
 /// The roster and subscriptions.
 #[interface(name = "org.cusax.Cusax1.Contacts")]
 impl ContactsObject {
-    /// The contact object of address (a JID in the roster). Fails with InvalidAddress or
-    /// NotFound.
+    /// The contact object of address: a JID in the roster, or a SIP address or number
+    /// (sip:, sips:, tel:, +E.164) that a contact's own vCard lists, else that their presence
+    /// names, else whose user@host is their JID (a guess; the contact's Verified tells).
+    /// Fails with InvalidAddress or NotFound.
     #[zbus(out_args("contact"))]
     fn lookup(&self, address: &str) -> Result<OwnedObjectPath, CusaxError> {
+        let lower = address.trim().to_ascii_lowercase();
+        if ["sip:", "sips:", "tel:", "+"].iter().any(|s| lower.starts_with(s)) {
+            if identity(address).is_none() {
+                return Err(CusaxError::InvalidAddress(format!("not a SIP address or number: {address:?}")));
+            }
+            return find_by_sip(&self.status.borrow().contacts, address)
+                .map(|(id, _)| contact_path(id))
+                .ok_or_else(|| CusaxError::NotFound(format!("no contact is known for {address}")));
+        }
         let jid = address.strip_prefix("xmpp:").unwrap_or(address);
         let jid = xmpp_parsers::jid::BareJid::new(jid)
             .map_err(|e| CusaxError::InvalidAddress(format!("not a JID: {address:?} ({e})")))?;
@@ -295,11 +336,17 @@ impl ContactObject {
         self.info(|c| c.capabilities().into_iter().map(String::from).collect(), Vec::new())
     }
 
-    /// Their SIP addresses: those their presence names (XEP-0152 reach), then the SIP
-    /// addresses and numbers of their vCard.
+    /// Their SIP addresses: those their presence names (XEP-0152 reach: GRUU, AoR), then
+    /// those of their vCard.
     #[zbus(property)]
     fn sip_addresses(&self) -> Vec<String> {
         self.info(ContactInfo::sip_addresses, Vec::new())
+    }
+
+    /// Their telephone numbers as tel: URIs (E.164), from their presence and their vCard.
+    #[zbus(property)]
+    fn numbers(&self) -> Vec<String> {
+        self.info(ContactInfo::numbers, Vec::new())
     }
 
     /// Their SIP availability as their presence says: open, busy (in a call), closed, or
@@ -309,8 +356,8 @@ impl ContactObject {
         self.info(|c| c.sip_status().to_owned(), "unknown".to_owned())
     }
 
-    /// Their vCard lists a SIP address their presence names: the binding is verified (RFC
-    /// 7081 3.3); otherwise the addresses are hints.
+    /// Their own vCard lists every SIP address and number above (RFC 7081 3.3): the
+    /// bindings are verified; otherwise some are hints.
     #[zbus(property)]
     fn verified(&self) -> bool {
         self.info(ContactInfo::verified, false)

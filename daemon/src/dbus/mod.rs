@@ -227,6 +227,24 @@ async fn publish_calls(
         if previous.is_some_and(|p| p.remote_name != info.remote_name) {
             object.remote_name_changed(emitter).await?;
         }
+        if let Some(p) = previous.filter(|p| p.link != info.link) {
+            let (old, new) = (&p.link, &info.link);
+            if old.conversation != new.conversation {
+                object.conversation_changed(emitter).await?;
+            }
+            if old.correlated != new.correlated {
+                object.correlated_changed(emitter).await?;
+            }
+            if old.contact != new.contact {
+                object.contact_changed(emitter).await?;
+            }
+            if old.contact_verified != new.contact_verified {
+                object.contact_verified_changed(emitter).await?;
+            }
+            if old.peer_jid != new.peer_jid {
+                object.peer_jid_changed(emitter).await?;
+            }
+        }
         if let Some(p) = previous {
             if p.media.state != info.media.state {
                 object.media_state_changed(emitter).await?;
@@ -290,6 +308,12 @@ async fn publish_conversations(
         if p.contact != info.contact {
             object.contact_changed(emitter).await?;
         }
+        let calls_of = |s: &DaemonStatus| -> Vec<crate::sip::CallId> {
+            s.calls.iter().filter(|(_, c)| c.link.conversation == Some(*id)).map(|(c, _)| *c).collect()
+        };
+        if calls_of(before) != calls_of(now) {
+            object.calls_changed(emitter).await?;
+        }
     }
     for id in before.conversations.keys().filter(|id| !now.conversations.contains_key(id)) {
         server.remove::<ConversationObject, _>(conversation_path(*id)).await?;
@@ -349,6 +373,9 @@ async fn publish_contacts(
                 }
                 if old.sip_addresses() != new.sip_addresses() {
                     object.sip_addresses_changed(emitter).await?;
+                }
+                if old.numbers() != new.numbers() {
+                    object.numbers_changed(emitter).await?;
                 }
                 if old.sip_status() != new.sip_status() {
                     object.sip_status_changed(emitter).await?;

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cusax_protocol::correlation::{Identity, identity, vcard_lists};
+use cusax_protocol::correlation::matching::ConversationContext;
+use cusax_protocol::correlation::{Identity, identity, same_provider, vcard_lists};
 use cusax_protocol::sip::registration::uuid_v4;
 use cusax_protocol::xmpp::chat::parse_chat_state;
 use cusax_protocol::xmpp::vcard::Tel;
@@ -17,7 +18,9 @@ use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn};
 use xmpp_parsers::jid::{BareJid, Jid};
 
+use super::correlation::ChatCorrelation;
 use super::{Hub, HubSignal, ReceivedMessage, XmppState};
+use crate::sip::CallId;
 use crate::sip::OsEntropy;
 use crate::store::{Direction, HistoryFilter, NewMessage, Status, StoredMessage};
 use crate::xmpp::{OwnPresence, ResourcePresence, RosterEntry, SubscriptionAction, XmppCommand, XmppEvent};
@@ -51,6 +54,30 @@ pub struct ConversationInfo {
     pub thread: String,
     /// The peer's contact, when they are in the roster.
     pub contact: Option<ContactId>,
+    /// The SIP targets the peer sent in this thread (`sip-contact`, `<reach>`): what
+    /// `StartCall` calls, and whom an INVITE naming the thread must come from.
+    pub peer_targets: Vec<String>,
+    /// Our `sip-contact` went out in this thread, with this target (again when it changes).
+    pub contact_sent: Option<String>,
+    /// The call this chat was added to, or that was added to it by `sip-correlation`.
+    pub correlation: Option<ChatCorrelation>,
+    /// When a message last went either way (Unix ms).
+    pub last_activity_ms: i64,
+    /// The peer left (`<gone/>`): its thread no longer links a call.
+    pub ended: bool,
+}
+
+impl ConversationInfo {
+    /// The conversation as correlation sees it.
+    pub fn context(&self) -> ConversationContext {
+        ConversationContext {
+            peer: self.peer.clone(),
+            thread: self.thread.clone(),
+            peer_targets: self.peer_targets.clone(),
+            last_activity_ms: self.last_activity_ms,
+            ended: self.ended,
+        }
+    }
 }
 
 /// One available resource of a contact, with what its caps say it can do.
@@ -72,6 +99,8 @@ pub struct ContactInfo {
     pub resources: BTreeMap<String, ContactResource>,
     /// The telephone entries of their vCards (vcard-temp and vCard4), once read.
     pub telephones: Vec<Tel>,
+    /// Their XEP-0108 activity says they are on the phone.
+    pub on_the_phone: bool,
 }
 
 impl ContactInfo {
@@ -116,7 +145,7 @@ impl ContactInfo {
         // A resource naming a SIP address without a status is reachable too.
         let reachable =
             self.resources.values().any(|r| r.presence.sip_status.is_none() && !r.presence.reach.is_empty());
-        if says("busy") {
+        if says("busy") || self.on_the_phone {
             "busy"
         } else if says("open") || reachable {
             "open"
@@ -127,16 +156,16 @@ impl ContactInfo {
         }
     }
 
-    /// Their SIP addresses: what their presence names (`<reach>`), then the SIP addresses and
-    /// numbers of their vCard; each once.
+    /// Their SIP addresses: what their presence names (`<reach>`), then the SIP addresses of
+    /// their vCard; each once.
     pub fn sip_addresses(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
         let reached = self.resources.values().flat_map(|r| r.presence.reach.iter().cloned());
         let listed = self.telephones.iter().filter_map(|t| match identity(&t.number)? {
             Identity::Address(a) => Some(format!("sip:{a}")),
-            Identity::Number(n) => Some(format!("tel:{n}")),
+            Identity::Number(_) => None,
         });
-        for address in reached.chain(listed) {
+        let mut out: Vec<String> = Vec::new();
+        for address in reached.filter(|a| !a.starts_with("tel:")).chain(listed) {
             if !out.contains(&address) {
                 out.push(address);
             }
@@ -144,11 +173,28 @@ impl ContactInfo {
         out
     }
 
-    /// Their vCard lists every SIP address their presence names (RFC 7081 3.3): only then
-    /// are none of SipAddresses hints.
+    /// Their telephone numbers (E.164, as `tel:` URIs): from their presence, then their vCard.
+    pub fn numbers(&self) -> Vec<String> {
+        let reached =
+            self.resources.values().flat_map(|r| r.presence.reach.iter()).filter_map(|a| identity(a));
+        let listed = self.telephones.iter().filter_map(|t| identity(&t.number));
+        let mut out: Vec<String> = Vec::new();
+        for id in reached.chain(listed) {
+            if let Identity::Number(n) = id {
+                let uri = format!("tel:{n}");
+                if !out.contains(&uri) {
+                    out.push(uri);
+                }
+            }
+        }
+        out
+    }
+
+    /// Their own vCard lists every SIP address and number we know of theirs (RFC 7081 3.3):
+    /// only then are none of them hints.
     pub fn verified(&self) -> bool {
-        let mut named = self.resources.values().flat_map(|r| r.presence.reach.iter()).peekable();
-        named.peek().is_some() && named.all(|a| vcard_lists(&self.telephones, a))
+        let all: Vec<String> = self.sip_addresses().into_iter().chain(self.numbers()).collect();
+        !all.is_empty() && all.iter().all(|a| vcard_lists(&self.telephones, a))
     }
 
     /// The resources as D-Bus shows them: (resource, show, status), by name.
@@ -212,6 +258,11 @@ pub enum MessagingCommand {
         filter: HistoryFilter,
         reply: oneshot::Sender<Result<Vec<StoredMessage>, MessagingError>>,
     },
+    /// Open a chat with the JID the call's far end named, linked to the call (REQ-4).
+    StartChat {
+        call: CallId,
+        reply: oneshot::Sender<Result<ConversationId, MessagingError>>,
+    },
     /// Read the contact's vCards again.
     RefreshContact {
         contact: ContactId,
@@ -219,8 +270,28 @@ pub enum MessagingCommand {
     },
 }
 
+/// The roster contact a SIP address or number belongs to, and whether that is verified:
+/// first a contact whose own vCard lists it, then one whose presence names it, then one whose
+/// JID is the same `user@host` (the same-provider guess, never verified).
+pub fn find_by_sip(
+    contacts: &imbl::OrdMap<ContactId, Arc<ContactInfo>>,
+    address: &str,
+) -> Option<(ContactId, bool)> {
+    let wanted = identity(address)?;
+    let named = |a: &String| identity(a).as_ref() == Some(&wanted);
+    let listed = contacts
+        .iter()
+        .find(|(_, c)| c.telephones.iter().any(|t| identity(&t.number).as_ref() == Some(&wanted)));
+    if let Some((id, _)) = listed {
+        return Some((*id, true));
+    }
+    let published = contacts.iter().find(|(_, c)| c.sip_addresses().iter().chain(&c.numbers()).any(named));
+    let guessed = || contacts.iter().find(|(_, c)| same_provider(&c.jid, address));
+    published.or_else(guessed).map(|(id, _)| (*id, false))
+}
+
 /// A bare JID from what a caller typed (a full JID gives its bare part and resource).
-fn parse_peer(text: &str) -> Result<(BareJid, Option<String>), MessagingError> {
+pub(super) fn parse_peer(text: &str) -> Result<(BareJid, Option<String>), MessagingError> {
     let text = text.strip_prefix("xmpp:").unwrap_or(text);
     let jid =
         Jid::new(text).map_err(|e| MessagingError::InvalidAddress(format!("not a JID: {text:?} ({e})")))?;
@@ -258,7 +329,7 @@ fn check_body(body: &str) -> Result<(), MessagingError> {
 }
 
 impl Hub {
-    fn account(&self) -> Option<String> {
+    pub(super) fn account(&self) -> Option<String> {
         self.config.xmpp.as_ref().map(|x| x.jid.to_string())
     }
 
@@ -306,6 +377,9 @@ impl Hub {
             MessagingCommand::Subscription { jid, action, reply } => {
                 let _ = reply.send(self.subscription(&jid, action).await);
             }
+            MessagingCommand::StartChat { call, reply } => {
+                let _ = reply.send(self.start_chat(call));
+            }
             MessagingCommand::RefreshContact { contact, reply } => {
                 let jid = self.status.borrow().contacts.get(&contact).map(|c| c.jid.clone());
                 let result = match jid.map(|j| BareJid::new(&j)) {
@@ -344,7 +418,7 @@ impl Hub {
     }
 
     /// The conversation with `peer`, opened (with a new thread) if there is none.
-    fn conversation_with(&mut self, peer: &str, resource: Option<String>) -> ConversationId {
+    pub(super) fn conversation_with(&mut self, peer: &str, resource: Option<String>) -> ConversationId {
         if let Some(id) =
             self.status.borrow().conversations.iter().find(|(_, c)| c.peer == peer).map(|(id, _)| *id)
         {
@@ -359,6 +433,11 @@ impl Hub {
             chat_state: String::new(),
             thread: uuid_v4(&mut OsEntropy),
             contact,
+            peer_targets: Vec::new(),
+            contact_sent: None,
+            correlation: None,
+            last_activity_ms: crate::xmpp::now_ms(),
+            ended: false,
         };
         let _span = info_span!("conversation", id).entered();
         debug!(thread = %info.thread, "opened");
@@ -400,7 +479,13 @@ impl Hub {
             Err(e) => return Err(MessagingError::Failed(e.to_string())),
         };
         let resource = Some(info.peer_resource).filter(|r| !r.is_empty());
-        self.xmpp.command(XmppCommand::Send { message: stored, resource }).await;
+        let extras = self.message_extras(conversation);
+        self.status.send_if_modified(|s| {
+            let Some(c) = s.conversations.get_mut(&conversation) else { return false };
+            c.last_activity_ms = crate::xmpp::now_ms();
+            false
+        });
+        self.xmpp.command(XmppCommand::Send { message: stored, resource, extras }).await;
         Ok(uid)
     }
 
@@ -457,7 +542,7 @@ impl Hub {
         Ok(())
     }
 
-    fn contact(&self, jid: &str) -> Option<Arc<ContactInfo>> {
+    pub(super) fn contact(&self, jid: &str) -> Option<Arc<ContactInfo>> {
         let id = self.contact_ids.get(jid)?;
         self.status.borrow().contacts.get(id).cloned()
     }
@@ -499,8 +584,11 @@ impl Hub {
                 }
                 self.publish_presence();
             }
-            XmppEvent::NewSession => self.forget_presences(),
-            XmppEvent::Message { message, from, via, delayed } => {
+            XmppEvent::NewSession { jid } => {
+                self.own_full_jid = Some(jid);
+                self.forget_presences();
+            }
+            XmppEvent::Message { message, from, via, delayed, cusax } => {
                 let direct = via == "direct";
                 let resource = from.split_once('/').map(|(_, r)| r.to_owned()).filter(|_| direct);
                 let known = self.status.borrow().conversations.values().any(|c| c.peer == message.peer);
@@ -512,17 +600,25 @@ impl Hub {
                 self.status.send_if_modified(|s| {
                     let Some(c) = s.conversations.get_mut(&conversation) else { return false };
                     let before = c.clone();
+                    c.last_activity_ms = c.last_activity_ms.max(message.at_ms);
                     if message.direction == Direction::In {
                         // XEP-0201 section 6: a reply continues the thread the peer chose.
-                        if let Some(thread) = &message.thread {
+                        // A new thread is a new context (P13): our sip-contact goes again.
+                        if let Some(thread) = message.thread.as_ref().filter(|t| **t != c.thread) {
                             c.thread = thread.clone();
+                            c.peer_targets.clear();
+                            c.contact_sent = None;
                         }
+                        c.ended = false;
                         if let Some(resource) = &resource {
                             c.peer_resource = resource.clone();
                         }
                     }
                     *c != before
                 });
+                if message.direction == Direction::In && !cusax.is_empty() {
+                    self.on_message_cusax(conversation, &from, cusax, via == "direct" && !delayed);
+                }
                 let received = Box::new(ReceivedMessage { conversation, from, message, via, delayed });
                 let _ = self.signals.send(HubSignal::MessageReceived(received));
             }
@@ -543,6 +639,8 @@ impl Hub {
                     let Some(c) = s.conversations.values_mut().find(|c| c.peer == peer) else { return false };
                     let before = c.clone();
                     c.chat_state = state.to_owned();
+                    // XEP-0085 5.4: the peer left; its thread links no new call.
+                    c.ended = state == "gone";
                     if let Some(resource) = resource {
                         c.peer_resource = resource;
                     }
@@ -622,6 +720,19 @@ impl Hub {
                     s.contacts.insert(id, Arc::new(contact));
                     true
                 });
+                self.recheck_calls_of(id);
+            }
+            XmppEvent::Activity { jid, on_the_phone } => {
+                let Some(id) = self.contact_ids.get(&jid).copied() else { return };
+                self.status.send_if_modified(|s| {
+                    let Some(contact) = s.contacts.get(&id).filter(|c| c.on_the_phone != on_the_phone) else {
+                        return false;
+                    };
+                    let mut contact = (**contact).clone();
+                    contact.on_the_phone = on_the_phone;
+                    s.contacts.insert(id, Arc::new(contact));
+                    true
+                });
             }
             XmppEvent::SubscriptionRequest { jid } => {
                 let approved = self.contact(&jid).is_some_and(|c| matches!(c.subscription, "from" | "both"));
@@ -674,6 +785,7 @@ impl Hub {
                 asked: item.asked,
                 resources: known.map(|c| c.resources.clone()).unwrap_or_default(),
                 telephones: known.map(|c| c.telephones.clone()).unwrap_or_default(),
+                on_the_phone: known.is_some_and(|c| c.on_the_phone),
             };
             if s.contacts.get(&id).is_some_and(|c| **c == contact) {
                 return false;
@@ -731,6 +843,7 @@ mod tests {
             asked: false,
             resources: BTreeMap::new(),
             telephones: Vec::new(),
+            on_the_phone: false,
         };
         assert_eq!(contact.presence(), ("offline".into(), String::new()));
         contact.resources.insert("laptop".into(), resource("away", 5, &[xmpp_parsers::ns::RECEIPTS]));

@@ -7,6 +7,7 @@
 //! Things that happen rather than hold (a DTMF digit arrived) go out as [`HubSignal`]s on a
 //! broadcast channel.
 
+mod correlation;
 mod messaging;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -22,13 +23,14 @@ use tokio::time::Instant;
 
 use crate::config::{Codec, Config, ConfigError, ConfigSource};
 use crate::media::CallMedia;
-use crate::sip::{self, CallCommand, CallError, CallId, SipHandle};
+use crate::sip::{self, CallCommand, CallError, CallFacts, CallId, SipHandle};
 use crate::store::{Status, StoreHandle, StoredMessage};
 use crate::xmpp::{self, OwnPresence, SipPresence, XmppCommand, XmppEvent, XmppHandle};
 
+pub use correlation::{CallLink, ChatCorrelation, PlacedLink};
 pub use messaging::{
     ContactId, ContactInfo, ContactResource, ConversationId, ConversationInfo, MAX_BODY, MessagingCommand,
-    MessagingError, xml_forbidden,
+    MessagingError, find_by_sip, xml_forbidden,
 };
 
 /// How long an ended call stays visible (its object, with State "ended" and the reason).
@@ -127,6 +129,8 @@ pub struct CallInfo {
     pub muted: bool,
     /// What the call's media reports (the SIP actor leaves it default; the hub keeps it).
     pub media: CallMedia,
+    /// Its XMPP side (the SIP actor leaves it default; the hub keeps it).
+    pub link: CallLink,
 }
 
 /// What the daemon shows of itself: the `org.cusax.Cusax1.Daemon` properties, and its calls.
@@ -181,6 +185,11 @@ pub enum HubCommand {
     },
     /// Passed on to the SIP actor, which answers the caller directly.
     Call(CallCommand),
+    /// Call the peer of a conversation (REQ-1, REQ-2); answered like `CallCommand::Place`.
+    StartCall {
+        conversation: ConversationId,
+        reply: oneshot::Sender<Result<CallId, CallError>>,
+    },
     Messaging(MessagingCommand),
     /// Leave the networks cleanly (hang up, unregister), then stop.
     Shutdown {
@@ -209,6 +218,21 @@ pub enum HubEvent {
     Dtmf {
         id: CallId,
         digit: char,
+    },
+    /// A call we placed went out with what the hub asked for.
+    CallPlaced {
+        id: CallId,
+        link: Box<PlacedLink>,
+    },
+    /// What an incoming call's INVITE says (before the call is reported).
+    CallInvited {
+        id: CallId,
+        facts: Box<CallFacts>,
+    },
+    /// What the 2xx to our INVITE says.
+    CallAnswered {
+        id: CallId,
+        facts: Box<CallFacts>,
     },
 }
 
@@ -262,11 +286,18 @@ impl HubHandle {
     }
 
     pub async fn place_call(&self, target: String) -> Result<CallId, CallError> {
-        self.ask(|reply| CallCommand::Place { target, reply }).await?
+        self.ask(|reply| CallCommand::Place { target, link: None, reply }).await?
+    }
+
+    pub async fn start_call(&self, conversation: ConversationId) -> Result<CallId, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || CallError::Failed(HubGone.to_string());
+        self.commands.send(HubCommand::StartCall { conversation, reply }).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub async fn answer(&self, call: CallId) -> Result<(), CallError> {
-        self.ask(|reply| CallCommand::Answer { call, reply }).await?
+        self.ask(|reply| CallCommand::Answer { call, headers: Vec::new(), reply }).await?
     }
 
     pub async fn hangup(&self, call: CallId) -> Result<(), CallError> {
@@ -349,6 +380,8 @@ pub fn spawn(source: ConfigSource, config: Config, instance: String, store: Stor
         contact_ids: HashMap::new(),
         gruu: None,
         sip_presence: None,
+        own_full_jid: None,
+        call_contexts: HashMap::new(),
     };
     tokio::spawn(hub.run(commands, events));
     HubHandle { commands: commands_tx, status, signals }
@@ -374,6 +407,10 @@ struct Hub {
     gruu: Option<String>,
     /// What our XMPP presence last said about SIP.
     sip_presence: Option<SipPresence>,
+    /// Our full JID in the current XMPP session.
+    own_full_jid: Option<String>,
+    /// What correlation keeps of each call (secrets included).
+    call_contexts: HashMap<CallId, correlation::CallCorrelation>,
 }
 
 /// The codec preference of the config, as SDP names the codecs.
@@ -411,7 +448,10 @@ impl Hub {
                         // The caller may have timed out and gone; the reload stands either way.
                         let _ = reply.send(result);
                     }
-                    Some(HubCommand::Call(command)) => self.sip.call(command).await,
+                    Some(HubCommand::Call(command)) => self.on_call_command(command).await,
+                    Some(HubCommand::StartCall { conversation, reply }) => {
+                        self.start_call(conversation, reply).await;
+                    }
                     Some(HubCommand::Messaging(command)) => self.on_messaging(command).await,
                     Some(HubCommand::Shutdown { done }) => {
                         // Both leave at once: each bounds its own goodbye.
@@ -438,6 +478,7 @@ impl Hub {
             status.calls.retain(|id, _| !due.contains(id));
             status.calls.len() != before
         });
+        self.call_contexts.retain(|id, _| !due.contains(id));
     }
 
     fn on_event(&mut self, event: HubEvent) {
@@ -455,6 +496,10 @@ impl Hub {
             HubEvent::Call { id, mut info } => {
                 if info.state == CallState::Ended {
                     self.ended.push((id, Instant::now() + ENDED_CALL_LINGER));
+                }
+                if let Some(context) = self.call_contexts.get_mut(&id) {
+                    context.active = info.state != CallState::Ended;
+                    info.link = context.shown.clone();
                 }
                 self.status.send_if_modified(|status| {
                     if let Some(known) = status.calls.get(&id) {
@@ -474,6 +519,9 @@ impl Hub {
                     _ => false,
                 });
             }
+            HubEvent::CallPlaced { id, link } => self.on_call_placed(id, *link),
+            HubEvent::CallInvited { id, facts } => self.on_call_invited(id, *facts),
+            HubEvent::CallAnswered { id, facts } => self.on_call_answered(id, *facts),
             HubEvent::Dtmf { id, digit } => {
                 // Nobody listening is fine: a digit is not state to keep.
                 let _ = self.signals.send(HubSignal::DtmfReceived { call: id, digits: digit.to_string() });
@@ -570,7 +618,7 @@ impl Hub {
                     // Up, not ringing: a stranger's INVITE must not make us busy for everyone.
                     let busy =
                         status.calls.values().any(|c| matches!(c.state, CallState::Active | CallState::Held));
-                    Some(SipPresence { targets, busy })
+                    Some(SipPresence { targets, busy, on_the_phone: self.config.presence.on_the_phone })
                 }
                 _ => None,
             }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, Negotiated, SdpOrigin};
 use cusax_protocol::sip::Normalised;
 use cusax_protocol::sip::call::{Call, CallOutput, CallSettings, CallState, response_to};
+use cusax_protocol::sip::cusax_headers::SipCusax;
 use cusax_protocol::sip::header::status_code;
 use cusax_protocol::sip::registration::{
     Entropy, Registration, RegistrationConfig, RegistrationEvent, RegistrationState, backoff, instance_urn,
@@ -27,11 +28,11 @@ use cusax_protocol::sip::target::call_target;
 use cusax_protocol::sip::transaction::Reliability;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
 use transport::Transport;
 
 use crate::config::{MediaSettings, SipAccount};
-use crate::hub::{CallDirection, CallInfo, HubEvent, SipState};
+use crate::hub::{CallDirection, CallInfo, HubEvent, PlacedLink, SipState};
 use crate::media::{self, MediaConfig, MediaHandle, RtpSockets};
 
 /// Calls at once; more incoming ones get 486, so a flood cannot exhaust ports.
@@ -67,6 +68,34 @@ pub fn new_instance() -> String {
 /// The daemon's number for a call (`/org/cusax/Cusax1/call/N`).
 pub type CallId = u32;
 
+/// What the peer's INVITE (or its 2xx to ours) says about its XMPP side (cusax-wire
+/// 3.3-3.5), with the SIP identity it claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFacts {
+    pub cusax: SipCusax,
+    /// The From URI (of a 2xx: the To URI, who answered).
+    pub identity: String,
+    /// `P-Asserted-Identity`, when a proxy of a trust domain set one (RFC 3325).
+    pub asserted: Option<String>,
+}
+
+impl CallFacts {
+    fn read(headers: &[(String, String)], identity: &str) -> Self {
+        let uri = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| cusax_protocol::sip::header::NameAddr::parse(v))
+                .map(|a| a.uri)
+        };
+        Self {
+            cusax: SipCusax::read(headers),
+            identity: uri(identity).unwrap_or_default(),
+            asserted: uri("P-Asserted-Identity"),
+        }
+    }
+}
+
 /// Why a call request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -86,10 +115,14 @@ pub enum CallError {
 pub enum CallCommand {
     Place {
         target: String,
+        /// What the hub adds for CUSAX (headers, the conversation the call continues).
+        link: Option<Box<PlacedLink>>,
         reply: oneshot::Sender<Result<CallId, CallError>>,
     },
     Answer {
         call: CallId,
+        /// Headers the hub adds to the 2xx (the CUSAX echo and our contact).
+        headers: Vec<(String, String)>,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
     Hangup {
@@ -259,6 +292,7 @@ impl CallEntry {
             remote_name: self.call.remote_name().to_owned(),
             muted: self.muted,
             media: Default::default(),
+            link: Default::default(),
         }
     }
 }
@@ -296,12 +330,12 @@ impl SipActor {
                 self.codecs = codecs;
                 self.media = settings;
             }
-            SipCommand::Call(CallCommand::Place { target, reply }) => {
-                let result = self.place_call(&target).await;
+            SipCommand::Call(CallCommand::Place { target, link, reply }) => {
+                let result = self.place_call(&target, link).await;
                 let _ = reply.send(result);
             }
-            SipCommand::Call(CallCommand::Answer { call, reply }) => {
-                let result = self.answer(call).await;
+            SipCommand::Call(CallCommand::Answer { call, headers, reply }) => {
+                let result = self.answer(call, &headers).await;
                 let _ = reply.send(result);
             }
             SipCommand::Call(CallCommand::Hangup { call, reply }) => {
@@ -390,7 +424,7 @@ impl SipActor {
         self.session = None;
     }
 
-    async fn place_call(&mut self, target: &str) -> Result<CallId, CallError> {
+    async fn place_call(&mut self, target: &str, link: Option<Box<PlacedLink>>) -> Result<CallId, CallError> {
         let codecs = self.codecs.clone();
         let session = self.session.as_mut().ok_or(CallError::NotRegistered)?;
         if !matches!(session.registration.state(), RegistrationState::Registered { .. }) {
@@ -404,14 +438,19 @@ impl SipActor {
         let offer = sdp::offer(&mut origin, &local_audio(rtp_address, codecs));
         let id = self.next_call;
         self.next_call += 1;
+        let headers = link.as_ref().map(|l| l.cusax.headers()).unwrap_or_default();
         let (call, outputs) = Call::dial(
             session.settings.clone(),
             Box::new(OsEntropy),
             &uri,
             offer.into_bytes(),
+            headers,
             std::time::Instant::now(),
         );
         info!(call = id, "calling");
+        if let Some(link) = link {
+            let _ = self.events.send(HubEvent::CallPlaced { id, link });
+        }
         session.calls.insert(
             id,
             CallEntry {
@@ -432,7 +471,7 @@ impl SipActor {
         Ok(id)
     }
 
-    async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
+    async fn answer(&mut self, id: CallId, headers: &[(String, String)]) -> Result<(), CallError> {
         let session = self.session.as_mut().ok_or(CallError::NotFound)?;
         let entry = session.calls.get_mut(&id).ok_or(CallError::NotFound)?;
         if entry.call.state() != CallState::Incoming {
@@ -447,14 +486,14 @@ impl SipActor {
             // A delayed offer (RFC 3261 13.2.1): our 200 offers, the ACK will answer.
             let offer = sdp::offer(&mut entry.origin, &local);
             info!(call = id, "answering with an offer");
-            let outputs = entry.call.answer(offer.into_bytes(), now);
+            let outputs = entry.call.answer(offer.into_bytes(), headers, now);
             self.apply_call(id, outputs).await;
             return Ok(());
         };
         let outputs = match sdp::answer(&mut entry.origin, &local, &offer) {
             Ok((answer, agreed)) => {
                 info!(call = id, codec = agreed.codec.name, "answering");
-                let outputs = entry.call.answer(answer.into_bytes(), now);
+                let outputs = entry.call.answer(answer.into_bytes(), headers, now);
                 media_agreed(entry, id, agreed, &self.media, &self.events);
                 outputs
             }
@@ -537,6 +576,8 @@ impl SipActor {
     /// Hands a message to its call, its registration, or answers it here.
     async fn route(&mut self, message: Normalised, now: std::time::Instant) {
         let Some(session) = self.session.as_mut() else { return };
+        // The whole message only at trace: it carries thread ids and correlation tokens.
+        trace!(target: "cusaxd::sip::wire", sip = %String::from_utf8_lossy(&message.to_bytes()), "received");
         // A request without what every request must carry gets 400 when it can be answered
         // (it has a Via), else it is dropped (RFC 3261 8.2).
         if status_code(&message.start_line).is_none()
@@ -617,6 +658,8 @@ impl SipActor {
         let id = self.next_call;
         self.next_call += 1;
         info!(call = id, "incoming call");
+        let facts = CallFacts::read(&invite.headers, "From");
+        let _ = self.events.send(HubEvent::CallInvited { id, facts: Box::new(facts) });
         let entry = CallEntry {
             call,
             direction: CallDirection::Incoming,
@@ -735,6 +778,10 @@ impl SipActor {
                         }
                     };
                     Box::pin(self.apply_call(id, more)).await;
+                }
+                CallOutput::Answered(headers) => {
+                    let facts = CallFacts::read(&headers, "To");
+                    let _ = self.events.send(HubEvent::CallAnswered { id, facts: Box::new(facts) });
                 }
                 CallOutput::State { state, reason } => {
                     let Some(entry) = session.calls.get_mut(&id) else { continue };

@@ -16,7 +16,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::config::{SipAccount, SipTransport};
 
@@ -71,6 +71,8 @@ impl Transport {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        // The whole message only at trace: it carries thread ids and correlation tokens.
+        trace!(target: "cusaxd::sip::wire", sip = %String::from_utf8_lossy(bytes), "sent");
         match self {
             Transport::Udp { socket, peer, overflow, tcp_branches } => {
                 let branch = top_branch(bytes);

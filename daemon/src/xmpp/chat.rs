@@ -29,6 +29,7 @@ use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::mam;
 use xmpp_parsers::message::Message;
+use xmpp_parsers::minidom::Element;
 use xmpp_parsers::rsm::SetQuery;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
@@ -56,6 +57,9 @@ const MAX_WRITE_FAILURES: u8 = 3;
 pub(super) struct Outgoing {
     message: StoredMessage,
     resource: Option<String>,
+    /// CUSAX elements that go with it (sip-contact, reach, sip-correlation). Not stored:
+    /// after a restart the calls and threads they name are gone too.
+    extras: Vec<Element>,
     /// It may have reached the server before (an earlier session or process): look in the
     /// archive before sending it again.
     maybe_sent: bool,
@@ -99,7 +103,13 @@ impl Outbox {
         }
         let pending = queued
             .into_iter()
-            .map(|message| Outgoing { message, resource: None, maybe_sent: true, write_failures: 0 })
+            .map(|message| Outgoing {
+                message,
+                resource: None,
+                extras: Vec::new(),
+                maybe_sent: true,
+                write_failures: 0,
+            })
             .collect();
         Self { pending, in_flight: Vec::new(), writing: false }
     }
@@ -157,11 +167,17 @@ impl XmppActor {
     /// A message the hub stored: at the back of the queue, which goes out in order once the
     /// session is ready. One the outbox has already (read from the store while the hub's
     /// command was on its way) is not taken twice.
-    pub(super) async fn queue_message(&mut self, message: StoredMessage, resource: Option<String>) {
+    pub(super) async fn queue_message(
+        &mut self,
+        message: StoredMessage,
+        resource: Option<String>,
+        extras: Vec<Element>,
+    ) {
         if self.outbox.contains(&message.uid) {
             return;
         }
-        self.outbox.pending.push_back(Outgoing { message, resource, maybe_sent: false, write_failures: 0 });
+        let outgoing = Outgoing { message, resource, extras, maybe_sent: false, write_failures: 0 };
+        self.outbox.pending.push_back(outgoing);
         self.flush_outbox().await;
     }
 
@@ -192,12 +208,13 @@ impl XmppActor {
             return;
         };
         let thread = m.thread.clone().unwrap_or_default();
-        let stanza = stanzas::chat_message(
+        let mut stanza = stanzas::chat_message(
             roster::address(&peer, outgoing.resource.as_deref()),
             &m.uid,
             &m.body,
             &thread,
         );
+        stanza.payloads.extend(outgoing.extras.iter().cloned());
         let Some(token) = self.send(stanza.into()).await else {
             self.outbox.pending.push_front(outgoing);
             return;
@@ -328,7 +345,8 @@ impl XmppActor {
                     Via::Carbon => "carbon",
                     Via::Archive => "archive",
                 };
-                self.emit(XmppEvent::Message { message, from, via, delayed: chat.sent_at_ms.is_some() });
+                let delayed = chat.sent_at_ms.is_some();
+                self.emit(XmppEvent::Message { message, from, via, delayed, cusax: chat.cusax.clone() });
             }
             Ok(None) => debug!("a message we have already"),
             Err(e) => {

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cusax_protocol::sip::registration::{backoff, random_hex};
+use cusax_protocol::xmpp::cusax::MessageCusax;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -88,6 +89,8 @@ pub enum XmppCommand {
     Send {
         message: StoredMessage,
         resource: Option<String>,
+        /// CUSAX elements for this message only.
+        extras: Vec<Element>,
     },
     /// Tell the peer our chat state (dropped when offline: it is not worth keeping).
     ChatState {
@@ -124,7 +127,10 @@ pub enum XmppEvent {
         reason: String,
     },
     /// A session began that kept nothing of the last one: contacts' presence comes anew.
-    NewSession,
+    /// `jid`: our full JID in it.
+    NewSession {
+        jid: String,
+    },
     /// A message we did not have before, either way (ours from another client too).
     /// `delayed`: it carried a XEP-0203 delay (sent while we were away).
     Message {
@@ -132,6 +138,7 @@ pub enum XmppEvent {
         from: String,
         via: &'static str,
         delayed: bool,
+        cusax: MessageCusax,
     },
     MessageStatus {
         peer: String,
@@ -170,6 +177,11 @@ pub enum XmppEvent {
     },
     SubscriptionRequest {
         jid: String,
+    },
+    /// A contact's XEP-0108 activity says (or no longer says) "on the phone".
+    Activity {
+        jid: String,
+        on_the_phone: bool,
     },
 }
 
@@ -261,6 +273,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> Xmp
         sip_address: None,
         sip_presence: None,
         presence_sent: false,
+        activity_published: None,
         archive_start: None,
         server_ids: false,
         sm: false,
@@ -292,6 +305,8 @@ struct XmppActor {
     sip_address: Option<String>,
     /// What our presence says about SIP.
     sip_presence: Option<SipPresence>,
+    /// The XEP-0108 "on the phone" we published in this session, if any yet.
+    activity_published: Option<bool>,
     /// This session's initial presence is out.
     presence_sent: bool,
     /// Where our archive ended when this session began.
@@ -363,7 +378,9 @@ impl XmppActor {
                     }
                 }
             }
-            XmppCommand::Send { message, resource } => self.queue_message(message, resource).await,
+            XmppCommand::Send { message, resource, extras } => {
+                self.queue_message(message, resource, extras).await
+            }
             XmppCommand::ChatState { peer, resource, thread, state } => {
                 if self.online {
                     let to = roster::address(&peer, resource.as_deref());
@@ -393,6 +410,7 @@ impl XmppActor {
                 if self.online && self.presence_sent {
                     self.send(self.presence.stanza(self.sip_presence.as_ref()).into()).await;
                 }
+                self.publish_activity();
             }
             XmppCommand::Shutdown { .. } => {}
         }
@@ -408,11 +426,12 @@ impl XmppActor {
                 self.session += 1;
                 self.caught_up = false;
                 self.presence_sent = false;
+                self.activity_published = None;
                 self.server_ids = false;
                 self.sm = features.stream_management.is_some();
                 // Answers to the old session's IQs will not come.
                 self.iqs.clear();
-                self.emit(XmppEvent::NewSession);
+                self.emit(XmppEvent::NewSession { jid: bound_jid.to_string() });
                 self.start_session().await;
                 self.report(XmppState::Online, "");
             }
@@ -503,6 +522,7 @@ impl XmppActor {
                 debug!("caught up");
                 self.caught_up = true;
                 self.publish_own_vcard();
+                self.publish_activity();
                 self.flush_outbox().await;
             }
             Internal::CaughtUp { session, failed: Some(why) } if session == self.session => {

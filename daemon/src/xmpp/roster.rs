@@ -19,6 +19,7 @@ use xmpp_parsers::roster::{Ask, Item, Roster, Subscription};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::{Internal, IqClient, IqFailure, Waiting, XmppActor, XmppEvent, new_id};
+use crate::config::OnThePhone;
 use crate::hub::HubEvent;
 
 /// A roster item as the hub keeps it.
@@ -104,8 +105,15 @@ impl OwnPresence {
     pub(super) fn stanza(&self, sip: Option<&SipPresence>) -> Presence {
         let mut presence = Presence::available();
         presence.show = self.show.clone();
-        if !self.status.is_empty() {
-            presence.set_status("", self.status.clone());
+        let mut status = self.status.clone();
+        // Jitsi's "On the phone" (cusax-wire 7.3), only over a plain available: a show the
+        // user chose stays.
+        if sip.is_some_and(SipPresence::on_the_phone_shown) && self.show.is_none() {
+            presence.show = Some(Show::Away);
+            status = ON_THE_PHONE.to_owned();
+        }
+        if !status.is_empty() {
+            presence.set_status("", status);
         }
         let mut presence = presence.with_payload(caps::own_caps());
         if let Some(sip) = sip
@@ -130,6 +138,9 @@ fn show_name(show: Option<&Show>) -> &'static str {
     }
 }
 
+/// The status text Jitsi shows and reads for a call (an English string: cusax-wire P14).
+const ON_THE_PHONE: &str = "On the phone";
+
 /// What our presence says about SIP while it is registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipPresence {
@@ -137,6 +148,18 @@ pub struct SipPresence {
     pub targets: Vec<String>,
     /// A call is up.
     pub busy: bool,
+    /// How a call shows (`[presence] on_the_phone`).
+    pub on_the_phone: OnThePhone,
+}
+
+impl SipPresence {
+    fn on_the_phone_shown(&self) -> bool {
+        self.busy && self.on_the_phone == OnThePhone::ShowAway
+    }
+
+    fn on_the_phone_pep(&self) -> bool {
+        self.busy && self.on_the_phone != OnThePhone::Off
+    }
 }
 
 /// What to do about a subscription (RFC 6121 section 3).
@@ -195,9 +218,6 @@ pub(super) fn answer(id: String, payload: Element, get: bool) -> Iq {
     Iq::from_error(id, error)
 }
 
-/// SIP addresses kept from one presence's `<reach>`.
-const MAX_REACH: usize = 8;
-
 /// Caps hashes kept at most (anyone can mint new ones; a real roster shows a few dozen).
 const MAX_CAPS: usize = 512;
 
@@ -233,6 +253,25 @@ impl XmppActor {
             match iq.ask(Iq::Set { from: None, to: None, id: new_id(), payload: updated }).await {
                 Ok(_) => info!("our vCard now carries our SIP address"),
                 Err(e) => warn!(error = %e, "cannot publish our vCard"),
+            }
+        });
+    }
+
+    /// XEP-0108 over PEP (cusax-wire 3.8, P22): "on the phone" while a call is up (unless the
+    /// policy is off), none otherwise; published when that changes, and once per session
+    /// after the catch-up, which clears one that a crash left on the server.
+    pub(super) fn publish_activity(&mut self) {
+        let wanted = self.sip_presence.as_ref().is_some_and(SipPresence::on_the_phone_pep);
+        if !self.online || !self.caught_up || self.activity_published == Some(wanted) {
+            return;
+        }
+        self.activity_published = Some(wanted);
+        let iq = IqClient { internal: self.internal.clone() };
+        tokio::spawn(async move {
+            let payload = cusax::activity_publish(wanted);
+            match iq.ask(Iq::Set { from: None, to: None, id: new_id(), payload }).await {
+                Ok(_) => debug!(on_the_phone = wanted, "activity published"),
+                Err(e) => warn!(error = %e, "cannot publish our activity"),
             }
         });
     }
@@ -287,6 +326,15 @@ impl XmppActor {
         if let Some(card) = items.and_then(vcard::vcard4_in_items) {
             let tels = vcard::read_vcard4(card);
             self.emit(XmppEvent::VCard { jid: from.to_bare().to_string(), tels });
+        }
+        let activity = message
+            .payloads
+            .iter()
+            .filter(|p| p.is("event", ns::PUBSUB_EVENT))
+            .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
+            .find_map(cusax::read_activity_items);
+        if let Some(on_the_phone) = activity {
+            self.emit(XmppEvent::Activity { jid: from.to_bare().to_string(), on_the_phone });
         }
     }
 
@@ -344,7 +392,7 @@ impl XmppActor {
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|a| cusax::SipTarget::parse(a).is_ok())
-                    .take(MAX_REACH)
+                    .take(cusax::MAX_REACH)
                     .collect();
                 // A draft <contact> without <reach> still names where SIP reaches them.
                 if let (true, Some((target, _))) = (reach.is_empty(), &contact) {

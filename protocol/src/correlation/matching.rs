@@ -106,7 +106,7 @@ pub fn match_message(
 }
 
 /// Compares secrets in time that does not depend on where they differ.
-fn secret_eq(a: &str, b: &str) -> bool {
+pub fn secret_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 

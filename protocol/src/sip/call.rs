@@ -81,6 +81,9 @@ pub enum CallOutput {
     /// The far end offers new media in the dialog (a re-INVITE: hold, resume): answer with
     /// [`Call::answer_reoffer`].
     Reoffer(Vec<u8>),
+    /// The far end answered our INVITE: the headers of its 2xx, for what they say beyond SIP
+    /// (the CUSAX echo and contact).
+    Answered(Vec<(String, String)>),
 }
 
 /// The dialog once both tags are known.
@@ -99,6 +102,8 @@ enum Role {
         branch: String,
         sdp: Vec<u8>,
         challenged: bool,
+        /// Headers beyond SIP's own (CUSAX), on every INVITE of the call setup.
+        extra: Vec<(String, String)>,
     },
     Callee {
         server: ServerTransaction,
@@ -154,12 +159,14 @@ pub struct Call {
 }
 
 impl Call {
-    /// Starts an outgoing call to `target` with our SDP offer.
+    /// Starts an outgoing call to `target` with our SDP offer; `extra` headers (CUSAX) go on
+    /// the INVITE.
     pub fn dial(
         settings: CallSettings,
         mut entropy: Box<dyn Entropy>,
         target: &str,
         sdp: Vec<u8>,
+        extra: Vec<(String, String)>,
         now: Instant,
     ) -> (Self, Vec<CallOutput>) {
         let call_id = random_hex(entropy.as_mut(), 16);
@@ -172,6 +179,7 @@ impl Call {
             target,
             cseq: 1,
             sdp: &sdp,
+            extra: &extra,
         }
         .build(&branch, None, entropy.as_mut());
         let (invite, outputs) = InviteClient::start(request.clone(), settings.reliability, now);
@@ -184,7 +192,7 @@ impl Call {
             remote_name: String::new(),
             local_cseq: 1,
             dialog: None,
-            role: Role::Caller { invite, invite_request: request, branch, sdp, challenged: false },
+            role: Role::Caller { invite, invite_request: request, branch, sdp, challenged: false, extra },
             state: CallState::Dialing,
             ack: None,
             ending: None,
@@ -240,7 +248,7 @@ impl Call {
             cancel_deferred: false,
             ring_until: Some(now + RING_TIMEOUT),
         };
-        let mut out = call.respond(180, "Ringing", None, now);
+        let mut out = call.respond(180, "Ringing", None, &[], now);
         if !invite.body.is_empty() {
             out.push(CallOutput::RemoteSdp(invite.body.clone()));
         }
@@ -286,12 +294,12 @@ impl Call {
         &self.remote_uri
     }
 
-    /// Answers an incoming call with our SDP answer.
-    pub fn answer(&mut self, sdp: Vec<u8>, now: Instant) -> Vec<CallOutput> {
+    /// Answers an incoming call with our SDP answer; `extra` headers (CUSAX) go on the 2xx.
+    pub fn answer(&mut self, sdp: Vec<u8>, extra: &[(String, String)], now: Instant) -> Vec<CallOutput> {
         if self.state != CallState::Incoming {
             return Vec::new();
         }
-        let mut out = self.respond(200, "OK", Some(sdp), now);
+        let mut out = self.respond(200, "OK", Some(sdp), extra, now);
         self.state = CallState::Active;
         out.push(CallOutput::State { state: CallState::Active, reason: String::new() });
         out
@@ -312,7 +320,7 @@ impl Call {
         if self.state != CallState::Incoming || !(300..700).contains(&status) {
             return Vec::new();
         }
-        let mut out = self.respond(status, phrase, None, now);
+        let mut out = self.respond(status, phrase, None, &[], now);
         out.extend(self.end(why));
         out
     }
@@ -503,7 +511,7 @@ impl Call {
         let ack_cseq = cseq(response).map(|(n, _)| n).unwrap_or(self.local_cseq);
         let ack = self.in_dialog_request("ACK", ack_cseq, None).to_bytes();
         self.ack = Some(ack.clone());
-        let mut out = vec![CallOutput::Transmit(ack)];
+        let mut out = vec![CallOutput::Transmit(ack), CallOutput::Answered(response.headers.clone())];
         if !response.body.is_empty() {
             out.push(CallOutput::RemoteSdp(response.body.clone()));
         }
@@ -614,7 +622,7 @@ impl Call {
             "CANCEL" => {
                 let mut out = vec![self.ok_to(request)];
                 if self.state == CallState::Incoming {
-                    out.extend(self.respond(487, "Request Terminated", None, now));
+                    out.extend(self.respond(487, "Request Terminated", None, &[], now));
                     out.extend(self.end("cancelled by the caller"));
                 }
                 out
@@ -714,7 +722,8 @@ impl Call {
     ) -> Vec<CallOutput> {
         self.local_cseq += 1;
         let branch = format!("z9hG4bK{}", random_hex(self.entropy.as_mut(), 10));
-        let Role::Caller { invite, invite_request, branch: current, sdp, challenged } = &mut self.role else {
+        let Role::Caller { invite, invite_request, branch: current, sdp, challenged, extra } = &mut self.role
+        else {
             return Vec::new();
         };
         let request = Invite {
@@ -724,6 +733,7 @@ impl Call {
             target: &self.remote_uri,
             cseq: self.local_cseq,
             sdp,
+            extra,
         }
         .build(&branch, Some((challenge, proxy)), self.entropy.as_mut());
         let (transaction, outputs) = InviteClient::start(request.clone(), self.settings.reliability, now);
@@ -763,9 +773,16 @@ impl Call {
     }
 
     /// A response to the incoming INVITE through its server transaction.
-    fn respond(&mut self, status: u16, reason: &str, sdp: Option<Vec<u8>>, now: Instant) -> Vec<CallOutput> {
+    fn respond(
+        &mut self,
+        status: u16,
+        reason: &str,
+        sdp: Option<Vec<u8>>,
+        extra: &[(String, String)],
+        now: Instant,
+    ) -> Vec<CallOutput> {
         let Role::Callee { server, invite } = &mut self.role else { return Vec::new() };
-        let response = invite_response(invite, status, reason, &self.local_tag, &self.settings, sdp);
+        let response = invite_response(invite, status, reason, &self.local_tag, &self.settings, sdp, extra);
         let (_, outputs) = server.respond(status, response.clone(), now);
         if (200..300).contains(&status) {
             self.ok =
@@ -803,7 +820,7 @@ impl Call {
     /// hold (by either side).
     pub fn answer_reoffer(&mut self, sdp: Vec<u8>, held: bool, now: Instant) -> Vec<CallOutput> {
         let Some((mut server, request)) = self.reoffer.take() else { return Vec::new() };
-        let response = invite_response(&request, 200, "OK", &self.local_tag, &self.settings, Some(sdp));
+        let response = invite_response(&request, 200, "OK", &self.local_tag, &self.settings, Some(sdp), &[]);
         let (_, outputs) = server.respond(200, response.clone(), now);
         self.ok =
             Some(OkRetransmit { bytes: response, next: now + T1, interval: T1, give_up: now + 64 * T1 });
@@ -817,7 +834,7 @@ impl Call {
     pub fn refuse_reoffer(&mut self, now: Instant) -> Vec<CallOutput> {
         let Some((mut server, request)) = self.reoffer.take() else { return Vec::new() };
         let response =
-            invite_response(&request, 488, "Not Acceptable Here", &self.local_tag, &self.settings, None);
+            invite_response(&request, 488, "Not Acceptable Here", &self.local_tag, &self.settings, None, &[]);
         server
             .respond(488, response, now)
             .1
@@ -885,6 +902,7 @@ fn invite_response(
     local_tag: &str,
     settings: &CallSettings,
     sdp: Option<Vec<u8>>,
+    cusax: &[(String, String)],
 ) -> Vec<u8> {
     let response = response_to(invite, status, reason, local_tag, settings);
     if status >= 300 {
@@ -897,6 +915,7 @@ fn invite_response(
     // RFC 3840 feature tags are header parameters: what this Contact can do.
     extra.push(("Contact".to_owned(), format!("<{}>;audio", settings.contact)));
     extra.push(("Allow".to_owned(), ALLOW.to_owned()));
+    extra.extend(cusax.iter().cloned());
     if let Some(body) = sdp {
         extra.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
         parsed.body = body;
@@ -964,6 +983,7 @@ struct Invite<'a> {
     target: &'a str,
     cseq: u32,
     sdp: &'a [u8],
+    extra: &'a [(String, String)],
 }
 
 impl Invite<'_> {
@@ -985,6 +1005,7 @@ impl Invite<'_> {
             let value = challenge.answer(&s.auth_user, password, "INVITE", self.target, 1, &cnonce);
             headers.push((if proxy { "Proxy-Authorization" } else { "Authorization" }.to_owned(), value));
         }
+        headers.extend(self.extra.iter().cloned());
         headers.push(("Content-Type".to_owned(), "application/sdp".to_owned()));
         headers.push(("Content-Length".to_owned(), self.sdp.len().to_string()));
         Normalised { start_line: format!("INVITE {} SIP/2.0", self.target), headers, body: self.sdp.to_vec() }
@@ -1056,8 +1077,14 @@ mod tests {
     #[test]
     fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
         let t0 = Instant::now();
-        let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", b"v=0\r\n".to_vec(), t0);
+        let (mut call, out) = Call::dial(
+            settings(),
+            Box::new(Counter(0)),
+            "sip:bob@127.0.0.1",
+            b"v=0\r\n".to_vec(),
+            Vec::new(),
+            t0,
+        );
         let invite = sent(&out).remove(0);
         assert_eq!(invite.start_line, "INVITE sip:bob@127.0.0.1 SIP/2.0");
         assert_eq!(invite.body, b"v=0\r\n");
@@ -1102,13 +1129,14 @@ mod tests {
             ("480 Temporarily Unavailable", "unavailable (480 Temporarily Unavailable)"),
         ] {
             let (mut call, out) =
-                Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+                Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), Vec::new(), t0);
             let invite = sent(&out).remove(0);
             let out = call.on_message(&reply(&invite, status, "", ""), t0);
             assert_eq!(states(&out), [(CallState::Ended, reason.to_owned())]);
             assert!(sent(&out)[0].start_line.starts_with("ACK "));
         }
-        let (mut call, _) = Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+        let (mut call, _) =
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), Vec::new(), t0);
         let mut out = Vec::new();
         while let Some(at) = call.next_timeout() {
             out.extend(call.on_timeout(at));
@@ -1120,7 +1148,7 @@ mod tests {
     fn cancelling_a_ringing_call_sends_cancel_on_the_invite_branch() {
         let t0 = Instant::now();
         let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), Vec::new(), t0);
         let invite = sent(&out).remove(0);
         call.on_message(&reply(&invite, "180 Ringing", "", ""), t0);
         let out = call.hangup(t0);
@@ -1160,7 +1188,7 @@ mod tests {
         // A retransmitted INVITE gets the 180 again.
         assert_eq!(sent(&call.on_message(&incoming_invite(), t0)), std::slice::from_ref(&ringing));
 
-        let out = call.answer(b"v=0 answer\r\n".to_vec(), t0);
+        let out = call.answer(b"v=0 answer\r\n".to_vec(), &[], t0);
         let ok = sent(&out).remove(0);
         assert_eq!(ok.start_line, "SIP/2.0 200 OK");
         assert_eq!(ok.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
@@ -1208,8 +1236,14 @@ mod tests {
 
     /// An outgoing call, answered: the call and the 2xx that set it up.
     fn active_call(t0: Instant) -> (Call, Normalised) {
-        let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", b"v=0\r\n".to_vec(), t0);
+        let (mut call, out) = Call::dial(
+            settings(),
+            Box::new(Counter(0)),
+            "sip:bob@127.0.0.1",
+            b"v=0\r\n".to_vec(),
+            Vec::new(),
+            t0,
+        );
         let invite = sent(&out).remove(0);
         let ok = reply(&invite, "200 OK", ROUTE, "v=0\r\n");
         call.on_message(&ok, t0);
@@ -1281,7 +1315,7 @@ mod tests {
     fn a_hangup_before_any_provisional_response_cancels_when_one_comes() {
         let t0 = Instant::now();
         let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), Vec::new(), t0);
         let invite = sent(&out).remove(0);
         let out = call.hangup(t0);
         assert!(sent(&out).is_empty(), "no CANCEL before a provisional response");
@@ -1346,7 +1380,7 @@ mod tests {
         invite.body.clear();
         let (mut call, out) = Call::incoming(settings(), Box::new(Counter(0)), &invite, t0).unwrap();
         assert!(!out.iter().any(|o| matches!(o, CallOutput::RemoteSdp(_))), "no offer to read");
-        let ok = sent(&call.answer(b"v=0 our offer\r\n".to_vec(), t0)).remove(0);
+        let ok = sent(&call.answer(b"v=0 our offer\r\n".to_vec(), &[], t0)).remove(0);
         let local_tag = NameAddr::parse(ok.header("To").unwrap()).unwrap().param("tag").unwrap().to_owned();
         let ack = normalise(format!("ACK sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5102;branch=z9hG4bKack\r\nFrom: <sip:bob@127.0.0.1>;tag=b7\r\nTo: <sip:alice@127.0.0.1>;tag={local_tag}\r\nCall-ID: in-1\r\nCSeq: 20 ACK\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0 answer\r\n").as_bytes()).unwrap();
         assert_eq!(call.on_message(&ack, t0), [CallOutput::RemoteSdp(b"v=0 answer\r\n".to_vec())]);
@@ -1387,7 +1421,7 @@ mod tests {
     fn our_own_invite_coming_back_is_a_loop() {
         let t0 = Instant::now();
         let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:alice@127.0.0.1", Vec::new(), t0);
+            Call::dial(settings(), Box::new(Counter(0)), "sip:alice@127.0.0.1", Vec::new(), Vec::new(), t0);
         let invite = sent(&out).remove(0);
         assert!(call.matches(&invite), "same Call-ID and our From tag");
         let out = call.on_message(&invite, t0);
@@ -1398,7 +1432,7 @@ mod tests {
     fn a_merged_copy_after_answering_gets_482_and_a_retransmission_our_200() {
         let t0 = Instant::now();
         let (mut call, _) = Call::incoming(settings(), Box::new(Counter(0)), &incoming_invite(), t0).unwrap();
-        let ok = sent(&call.answer(b"v=0\r\n".to_vec(), t0)).remove(0);
+        let ok = sent(&call.answer(b"v=0\r\n".to_vec(), &[], t0)).remove(0);
         assert_eq!(sent(&call.on_message(&incoming_invite(), t0)), std::slice::from_ref(&ok));
         let mut forked = incoming_invite();
         for (name, value) in forked.headers.iter_mut() {
@@ -1413,7 +1447,7 @@ mod tests {
     fn a_cancel_waits_for_a_provisional_response_to_the_authenticated_invite() {
         let t0 = Instant::now();
         let (mut call, out) =
-            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), t0);
+            Call::dial(settings(), Box::new(Counter(0)), "sip:bob@127.0.0.1", Vec::new(), Vec::new(), t0);
         let invite = sent(&out).remove(0);
         call.on_message(&reply(&invite, "100 Trying", "", ""), t0);
         let challenge = "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"abc\", qop=\"auth\"\r\n";

@@ -29,6 +29,45 @@ pub fn xmpp_thread(thread: &str) -> Option<String> {
     is_token(thread).then(|| thread.to_owned())
 }
 
+/// What a SIP message (an INVITE or its 2xx) says about the XMPP side: its `XMPP-Thread`,
+/// `XMPP-Contact` and first `Call-Info` impp JID. A header that cannot be read counts as
+/// absent: a peer's typo must not fail the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipCusax {
+    pub thread: Option<String>,
+    pub contact: Option<XmppContact>,
+    /// The bare JID of the first `Call-Info` entry with `purpose=impp`.
+    pub impp: Option<String>,
+}
+
+impl SipCusax {
+    /// Reads the headers of a message (names compared without case, as SIP wants).
+    pub fn read(headers: &[(String, String)]) -> Self {
+        let named = |name: &'static str| headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name));
+        Self {
+            thread: named("XMPP-Thread").find_map(|(_, v)| read_xmpp_thread(v).ok()),
+            contact: named("XMPP-Contact").find_map(|(_, v)| XmppContact::parse(v).ok()),
+            impp: named("Call-Info").find_map(|(_, v)| read_call_info_impp(v)),
+        }
+    }
+
+    /// The headers that say this (project profile forms); `Call-Info` first among ours
+    /// (cusax-wire P9: Jitsi reads only the first).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(jid) = &self.impp {
+            out.push(("Call-Info".to_owned(), call_info_impp(jid)));
+        }
+        if let Some(thread) = self.thread.as_deref().and_then(xmpp_thread) {
+            out.push(("XMPP-Thread".to_owned(), thread));
+        }
+        if let Some(contact) = &self.contact {
+            out.push(("XMPP-Contact".to_owned(), contact.to_text()));
+        }
+        out
+    }
+}
+
 /// An `XMPP-Contact` value: the full JID to reach and the correlation token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XmppContact {
@@ -153,6 +192,31 @@ fn percent_encode(jid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invite_s_cusax_headers_are_read_back_and_bad_ones_count_as_absent() {
+        let ours = SipCusax {
+            thread: Some("e0ffe42b-2856-4196-8c6b-12b944a09279".into()),
+            contact: Some(XmppContact {
+                jid: "bob@example.com/cusaxd-7f3a".into(),
+                correlation: "7c9e6679f4254a4fa9c3a2b1d7e0c3b5".into(),
+            }),
+            impp: Some("bob@example.com".into()),
+        };
+        let headers = ours.headers();
+        assert_eq!(headers[0], ("Call-Info".to_owned(), "<xmpp:bob@example.com>;purpose=impp".to_owned()));
+        assert_eq!(SipCusax::read(&headers), ours);
+        let theirs = [
+            ("xmpp-thread".to_owned(), "not a token".to_owned()),
+            ("Call-Info".to_owned(), "<http://example.com/photo.png>;purpose=icon".to_owned()),
+            ("Call-Info".to_owned(), "<xmpp:carol@example.com> ;purpose=impp".to_owned()),
+            ("XMPP-contact".to_owned(), "<xmpp:carol@example.com/x>".to_owned()),
+        ];
+        let read = SipCusax::read(&theirs);
+        assert_eq!(read, SipCusax { thread: None, contact: None, impp: Some("carol@example.com".into()) });
+        let thread_only = SipCusax { thread: Some("a b".into()), ..SipCusax::default() };
+        assert!(thread_only.headers().is_empty(), "a thread that is no token is not sent");
+    }
 
     #[test]
     fn threads_are_tokens() {

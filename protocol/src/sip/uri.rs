@@ -51,8 +51,18 @@ impl SipUri {
         if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
             return Err(SipUriError::WrongScheme);
         }
+        // Parameters and headers are checked here against RFC 3261's paramchar: rsip's tokenizer
+        // stops at a ':' inside one, and a GRUU's `gr=urn:uuid:…` has two.
+        let host_at = text.find('@').map_or(lower.find(':').unwrap_or(0) + 1, |at| at + 1);
+        let cut = text[host_at..].find([';', '?']).map_or(text.len(), |i| host_at + i);
+        let (base, params) = text.split_at(cut);
+        if let Some(bad) =
+            params.chars().find(|c| !c.is_ascii_alphanumeric() && !"-_.!~*'()[]/:&+$;=?%".contains(*c))
+        {
+            return Err(SipUriError::Syntax(format!("unexpected {bad:?} in the parameters")));
+        }
         let (rest, tokens) =
-            Tokenizer::tokenize(text.as_bytes()).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
+            Tokenizer::tokenize(base.as_bytes()).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         if !rest.is_empty() {
             let rest = String::from_utf8_lossy(rest);
             return Err(SipUriError::Syntax(format!("unexpected {:?}", short(&rest))));
@@ -118,6 +128,18 @@ impl fmt::Display for SipUri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gruu_keeps_its_colons() {
+        let gruu = "sip:bob@127.0.0.1;gr=urn:uuid:d8fbad4f-b97c-4cf1-b5ff-43d49f5a0d3f";
+        let uri = SipUri::parse(gruu).unwrap();
+        assert_eq!(
+            (uri.user(), uri.host(), uri.to_string()),
+            (Some("bob"), "127.0.0.1".to_owned(), gruu.to_owned())
+        );
+        assert!(SipUri::parse("sip:bob@127.0.0.1;gr=<x>").is_err());
+        assert!(SipUri::parse("sip:bob@127.0.0.1:5060;transport=tcp?Subject=hi").is_ok());
+    }
 
     #[test]
     fn reads_aor_with_user_host_and_params() {

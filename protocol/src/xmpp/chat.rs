@@ -19,6 +19,8 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::receipts;
 use xmpp_parsers::stanza_id::{OriginId, StanzaId};
 
+use super::cusax::MessageCusax;
+
 /// XEP-0334 message processing hints.
 const HINTS: &str = "urn:xmpp:hints";
 
@@ -65,6 +67,8 @@ pub struct InboundChat {
     /// This is a XEP-0184 receipt for our message with this id.
     pub receipt_for: Option<String>,
     pub chat_state: Option<ChatState>,
+    /// Its CUSAX elements (sip-contact, reach, sip-correlation).
+    pub cusax: MessageCusax,
 }
 
 /// What a `<message/>` stanza means to us.
@@ -181,7 +185,11 @@ fn read_chat(
     let mut receipt_requested = false;
     let mut receipt_for = None;
     let mut chat_state = None;
+    let mut cusax = MessageCusax::default();
     for payload in std::mem::take(&mut message.payloads) {
+        if cusax.take(&payload) {
+            continue;
+        }
         if payload.is("stanza-id", xmpp_parsers::ns::SID) {
             if let Ok(id) = StanzaId::try_from(payload)
                 && server_ids
@@ -215,6 +223,7 @@ fn read_chat(
         receipt_requested,
         receipt_for,
         chat_state,
+        cusax,
     })))
 }
 

@@ -233,9 +233,144 @@ pub fn sip_correlation(value: &str) -> Element {
     element("sip-correlation", SIP_CORRELATION, &[("value", value.to_owned())])
 }
 
+/// XEP-0108 User Activity: its namespace, also its PEP node.
+pub const ACTIVITY: &str = "http://jabber.org/protocol/activity";
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+
+/// The PEP publish of our activity (cusax-wire 3.8): `talking/on_the_phone` during a call,
+/// an empty `<activity/>` (none) otherwise. The IQ goes to our own account (no `to`: P11).
+pub fn activity_publish(on_the_phone: bool) -> Element {
+    let mut activity = Element::builder("activity", ACTIVITY).build();
+    if on_the_phone {
+        let talking =
+            Element::builder("talking", ACTIVITY).append(Element::builder("on_the_phone", ACTIVITY));
+        activity.append_child(talking.build());
+    }
+    let mut publish = element("publish", PUBSUB, &[("node", ACTIVITY.to_owned())]);
+    publish.append_child(Element::builder("item", PUBSUB).append(activity).build());
+    Element::builder("pubsub", PUBSUB).append(publish).build()
+}
+
+/// Whether a PEP activity notification's `<items>` says "on the phone" (`talking/on_the_phone`);
+/// `None` when they are not the activity node or hold no item (a retraction reads as `false`).
+pub fn read_activity_items(items: &Element) -> Option<bool> {
+    if items.attr("node") != Some(ACTIVITY) {
+        return None;
+    }
+    let item = items.children().find(|c| c.name() == "item" || c.name() == "retract")?;
+    let on_the_phone = item
+        .get_child("activity", ACTIVITY)
+        .and_then(|a| a.get_child("talking", ACTIVITY))
+        .is_some_and(|t| t.has_child("on_the_phone", ACTIVITY));
+    Some(on_the_phone)
+}
+
+/// The most `<reach>` addresses kept from one stanza: a peer cannot fill our memory.
+pub const MAX_REACH: usize = 8;
+
+/// What a chat message carries of CUSAX: the peer's SIP target (`sip-contact`), the
+/// addresses of its `<reach>` (SIP and tel URIs only, at most [`MAX_REACH`]) and a
+/// `sip-correlation` value. A malformed element counts as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageCusax {
+    pub sip_contact: Option<SipTarget>,
+    pub reach: Vec<String>,
+    pub correlation: Option<String>,
+}
+
+impl MessageCusax {
+    /// Takes in `element` if it is one of ours; says whether it was.
+    pub fn take(&mut self, element: &Element) -> bool {
+        if let Ok(target) = read_sip_contact(element) {
+            self.sip_contact = Some(target);
+        } else if let Ok(addresses) = read_reach(element) {
+            self.reach =
+                addresses.into_iter().filter(|a| SipTarget::parse(a).is_ok()).take(MAX_REACH).collect();
+        } else if let Ok(value) = read_sip_correlation(element) {
+            self.correlation = Some(value);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sip_contact.is_none() && self.reach.is_empty() && self.correlation.is_none()
+    }
+
+    /// The SIP targets it names, in the order to try them: the `sip-contact`, then `<reach>`.
+    pub fn targets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.sip_contact.iter().map(|t| t.uri.clone()).collect();
+        for address in &self.reach {
+            if !out.contains(address) {
+                out.push(address.clone());
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_the_phone_goes_out_over_pep_and_reads_back() {
+        let items_of = |pubsub: &Element| {
+            let publish = pubsub.get_child("publish", PUBSUB).unwrap();
+            let mut items = Element::builder("items", "http://jabber.org/protocol/pubsub#event")
+                .attr(xmpp_parsers::minidom::rxml::NcName::try_from("node").unwrap(), ACTIVITY)
+                .build();
+            for item in publish.children() {
+                items.append_child(item.clone());
+            }
+            items
+        };
+        assert_eq!(read_activity_items(&items_of(&activity_publish(true))), Some(true));
+        assert_eq!(read_activity_items(&items_of(&activity_publish(false))), Some(false));
+        let other: Element =
+            "<items xmlns='http://jabber.org/protocol/pubsub#event' node='urn:xmpp:vcard4'/>"
+                .parse()
+                .unwrap();
+        assert_eq!(read_activity_items(&other), None);
+    }
+
+    #[test]
+    fn a_message_s_cusax_elements_are_taken_and_junk_left() {
+        let mut cusax = MessageCusax::default();
+        let contact: Element = format!(
+            "<sip-contact xmlns='http://jabber.org/protocol/sip-contact' target='&lt;{GRUU}&gt;;audio'/>"
+        )
+        .parse()
+        .unwrap();
+        let reach: Element = format!(
+            "<reach xmlns='urn:xmpp:reach:0'><addr uri='{GRUU}'/><addr uri='mailto:bob@example.com'/><addr uri='sip:bob@example.com'/></reach>"
+        )
+        .parse()
+        .unwrap();
+        let correlation: Element =
+            "<sip-correlation xmlns='urn:xmpp:sip-correlation' value='7c9e6679f4254a4fa9c3a2b1d7e0c3b5'/>"
+                .parse()
+                .unwrap();
+        let broken: Element =
+            "<sip-correlation xmlns='urn:xmpp:sip-correlation' value='a b'/>".parse().unwrap();
+        assert!(cusax.take(&contact) && cusax.take(&reach) && cusax.take(&correlation));
+        assert!(!cusax.take(&broken), "a malformed element is not ours to keep");
+        assert_eq!(
+            cusax.targets(),
+            [GRUU.to_owned(), "sip:bob@example.com".to_owned()],
+            "each once, SIP only"
+        );
+        assert_eq!(cusax.correlation.as_deref(), Some("7c9e6679f4254a4fa9c3a2b1d7e0c3b5"));
+        let many: Element = format!(
+            "<reach xmlns='urn:xmpp:reach:0'>{}</reach>",
+            (0..100).map(|n| format!("<addr uri='sip:u{n}@example.com'/>")).collect::<String>()
+        )
+        .parse()
+        .unwrap();
+        assert!(cusax.take(&many));
+        assert_eq!(cusax.reach.len(), MAX_REACH);
+    }
 
     const GRUU: &str = "sip:bob@example.com;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
 

@@ -30,6 +30,7 @@ import threading
 import xml.etree.ElementTree as ET
 
 import slixmpp
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -90,11 +91,16 @@ class Peer(slixmpp.ClientXMPP):
             return
         origin = x.find(f"{{{SID}}}origin-id")
         delay = x.find(f"{{{DELAY}}}delay")
+        correlation = x.find("{urn:xmpp:sip-correlation}sip-correlation")
+        contact = x.find("{urn:xmpp:sip-contact}sip-contact")
         out(event="message", frm=str(msg["from"]), type=msg["type"], body=msg["body"],
             thread=msg["thread"] or None, id=msg["id"] or None,
             origin_id=origin.get("id") if origin is not None else None,
             receipt_request=x.find(f"{{{RECEIPTS}}}request") is not None,
-            chatstate=state, delayed=delay is not None)
+            chatstate=state, delayed=delay is not None,
+            sip_correlation=correlation.get("value") if correlation is not None else None,
+            sip_contact=contact.get("target") if contact is not None else None,
+            reach=[a.get("uri") for a in x.iter("{urn:xmpp:reach:0}addr")])
 
     def on_presence(self, pres):
         if pres["type"] == "subscribe":
@@ -120,6 +126,9 @@ class Peer(slixmpp.ClientXMPP):
                 msg.xml.append(ET.Element(f"{{{RECEIPTS}}}request"))
             if c.get("chatstate"):
                 msg.xml.append(ET.Element(f"{{{CHATSTATES}}}{c['chatstate']}"))
+            # CUSAX (or any) elements, as XML text, added to the message as they are.
+            for extra in c.get("extra_xml", []):
+                msg.xml.append(ET.fromstring(extra))
             msg.send()
         elif kind == "receipt":
             msg = self.make_message(mto=c["to"], mtype="chat")
@@ -159,6 +168,18 @@ class Peer(slixmpp.ClientXMPP):
             resp = await iq.send()
             numbers = [n.text for n in resp.xml.iter("{vcard-temp}NUMBER")]
             out(event="vcard", jid=c["jid"], numbers=numbers)
+        elif kind == "pubsub_items":
+            iq = self.Iq()
+            iq["type"] = "get"
+            iq["to"] = c["jid"]
+            pubsub = ET.SubElement(iq.xml, "{http://jabber.org/protocol/pubsub}pubsub")
+            ET.SubElement(pubsub, "{http://jabber.org/protocol/pubsub}items").set("node", c["node"])
+            try:
+                resp = await iq.send()
+                items = [ET.tostring(i, encoding="unicode") for i in resp.xml.iter("{http://jabber.org/protocol/pubsub}item")]
+                out(event="items", node=c["node"], items=items)
+            except IqError as e:
+                out(event="items", node=c["node"], items=[], error=e.iq["error"]["condition"])
         elif kind == "raw":
             self.send_raw(c["xml"])
         elif kind == "presence":
