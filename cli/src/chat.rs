@@ -152,7 +152,7 @@ pub async fn lookup(conn: &Connection, timeout: Duration, address: &str, json: b
     let args = (address,);
     let call =
         conn.call_method(Some(BUS_NAME), ROOT_PATH, Some("org.cusax.Cusax1.Contacts"), "Lookup", &args);
-    let path: OwnedObjectPath = bounded(timeout, call).await?.body().deserialize()?;
+    let (path, verified): (OwnedObjectPath, bool) = bounded(timeout, call).await?.body().deserialize()?;
     let all = conn.call_method(
         Some(BUS_NAME),
         path.as_str(),
@@ -160,7 +160,9 @@ pub async fn lookup(conn: &Connection, timeout: Duration, address: &str, json: b
         "GetAll",
         &(CONTACT_IFACE,),
     );
-    let properties: HashMap<String, OwnedVariant> = bounded(timeout, all).await?.body().deserialize()?;
+    let mut properties: HashMap<String, OwnedVariant> = bounded(timeout, all).await?.body().deserialize()?;
+    // What the lookup says of this address, not the contact's verdict on all of theirs.
+    properties.insert("AddressVerified".into(), OwnedVariant::from(verified));
     crate::print_text(&render::object_line(path.as_str(), &properties, json, render::lookup_text))
 }
 

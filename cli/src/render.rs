@@ -301,8 +301,11 @@ pub fn lookup_text(properties: &HashMap<String, OwnedValue>) -> String {
         Json::String(s) => s,
         other => other.to_string(),
     };
-    let verified =
-        if json("Verified") == Json::Bool(true) { "yes (their vCard lists them)" } else { "no (hints)" };
+    let verified = if json("AddressVerified") == Json::Bool(true) {
+        "yes (their own vCard lists it)"
+    } else {
+        "no (a hint)"
+    };
     format!(
         "JID       {}\nSIP       {}\nNumbers   {}\nVerified  {verified}\nSipStatus {}\n",
         text("Jid"),

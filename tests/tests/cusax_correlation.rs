@@ -182,7 +182,7 @@ fn a_call_added_to_a_chat_is_linked_on_both_sides_and_the_callee_echoes_the_thre
     wait_for("bob's reply at alice", || history_has(&alice.bus, BOB, "hi alice, call me").then_some(()));
 
     // alice adds a call to the chat.
-    let placed = call(&alice.bus, &alice_chat, CONVERSATION, "StartCall", &[]);
+    let placed = call(&alice.bus, &alice_chat, CONVERSATION, "StartCall", &["a{sv}", "0"]);
     let call_path = placed[0].as_str().unwrap().to_owned();
     let incoming = call_in(&bob.bus, "incoming");
     assert_eq!(incoming["Conversation"], bob_chat, "bob's call belongs to his chat with alice: {incoming}");
@@ -337,6 +337,58 @@ fn uac_scenario(headers: &str) -> String {
     )
 }
 
+/// A sipp OPTIONS scenario (through Kamailio's challenge) that ends with the 200.
+fn options_scenario() -> String {
+    let options = |cseq: u32, auth: &str| {
+        format!(
+            "<send retrans=\"500\"><![CDATA[\n\n\
+             OPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]\n\
+             From: <sip:[caller]@[remote_ip]>;tag=[pid]SIPpTag00[call_number]\n\
+             To: <sip:[service]@[remote_ip]>\nCall-ID: [call_id]\nCSeq: {cseq} OPTIONS\n\
+             Max-Forwards: 70\n{auth}Content-Length: 0\n\n]]></send>\n"
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"cusax options\">\n{}\
+         <recv response=\"407\" auth=\"true\"/>\n{}<recv response=\"200\"/>\n</scenario>\n",
+        options(1, ""),
+        options(2, "[authentication]\n"),
+    )
+}
+
+/// What alice's answer to an OPTIONS from `caller` says (sipp through Kamailio).
+fn options_from(testbed: &Testbed, caller: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("options.xml");
+    std::fs::write(&scenario, options_scenario()).unwrap();
+    let port = free_port_block(1);
+    let proxy = format!("127.0.0.1:{}", testbed.port("SIP_PORT"));
+    let password = format!("secret-{caller}");
+    let args: Vec<String> =
+        ["-s", "alice", "-key", "caller", caller, "-au", caller, "-ap", &password, "-trace_msg", &proxy]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+    let sipp = sipp_command(dir.path(), &scenario, port, &args).spawn().expect("run sipp");
+    cusax_tests::finish_sipp(sipp, "sipp OPTIONS", dir.path());
+    sipp_trace(dir.path())
+        .split("----------------------------------------------- ")
+        .filter(|m| m.contains("message received"))
+        .filter_map(|m| m.split_once("SIP/2.0 200").map(|(_, rest)| format!("SIP/2.0 200{rest}")))
+        .next()
+        .unwrap_or_default()
+}
+
+fn sipp_trace(dir: &Path) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
 /// A call from `caller` (via sipp, through Kamailio) to alice with `headers`; sipp's message
 /// trace ends up in `dir`.
 fn sipp_call(testbed: &Testbed, dir: &Path, caller: &str, headers: &str) -> std::process::Child {
@@ -356,13 +408,7 @@ fn sipp_call(testbed: &Testbed, dir: &Path, caller: &str, headers: &str) -> std:
 
 /// What sipp received: the 200 to its INVITE.
 fn sipp_ok(dir: &Path) -> String {
-    let trace: String = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    trace
+    sipp_trace(dir)
         .split("----------------------------------------------- ")
         .filter(|m| m.contains("message received"))
         .filter_map(|m| m.split_once("SIP/2.0 200").map(|(_, rest)| format!("SIP/2.0 200{rest}")))
@@ -419,6 +465,31 @@ fn stock_peers_work_uncorrelated_and_forged_or_misplaced_cusax_data_links_nothin
     assert_eq!(reply["thread"], "carol-thread-1", "alice continues carol's thread");
     assert_eq!(reply["sip_contact"], "<sip:alice@127.0.0.1>;audio", "{reply}");
     assert_eq!(reply["reach"], json!(["sip:alice@127.0.0.1"]));
+
+    // OPTIONS (cusax-wire OFF-2): carol, whose SIP address is hers, learns alice's JID from
+    // the answer; mallory does not. And alice, probing an address nobody in her roster has,
+    // learns whom it claims to be: a hint, as carol's vCard does not list it.
+    let to_carol = options_from(&testbed, "carol");
+    assert_eq!(
+        header(&to_carol, "Call-Info").as_deref(),
+        Some("<xmpp:alice@localhost>;purpose=impp"),
+        "{to_carol}"
+    );
+    let to_mallory = options_from(&testbed, "mallory");
+    assert!(
+        to_mallory.starts_with("SIP/2.0 200") && header(&to_mallory, "Call-Info").is_none(),
+        "{to_mallory}"
+    );
+    let uas_dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = ["-key", "impp", CAROL].into_iter().map(str::to_owned).collect();
+    let uas = cusax_tests::sipp_uas(&testbed, uas_dir.path(), "mallory", "uas_options_impp.xml", &keys);
+    let out = cusaxctl(&alice.bus, &["lookup", "sip:mallory@127.0.0.1", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let probed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&probed["Jid"], &probed["AddressVerified"]), (&json!(CAROL), &json!(false)), "{probed}");
+    cusax_tests::finish_sipp(uas, "sipp OPTIONS UAS", uas_dir.path());
+    let out = cusaxctl(&alice.bus, &["lookup", "sip:carol@127.0.0.1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Verified  yes"), "{out:?}");
 
     // A Jitsi-style INVITE (Call-Info only) from carol: a contact-level match, verified by
     // carol's vCard; no conversation link.

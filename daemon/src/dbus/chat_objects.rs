@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, OwnedVariant, Variant, interface};
 
-use cusax_protocol::correlation::identity;
+use std::sync::Arc;
+
+use cusax_protocol::correlation::{identity, vcard_lists};
 
 use super::call_objects::{call_path, exported_call};
 use super::{CusaxError, ROOT_PATH};
@@ -17,6 +19,7 @@ use crate::hub::{
     ContactId, ContactInfo, ConversationId, ConversationInfo, DaemonStatus, HubHandle, MessagingCommand,
     find_by_sip,
 };
+use crate::sip::CallError;
 use crate::store::{HistoryFilter, StoredMessage, history::MAX_PAGE};
 use crate::xmpp::SubscriptionAction;
 
@@ -129,11 +132,16 @@ impl ConversationObject {
     /// our JID from the INVITE; their cusaxd links the call to this chat, and echoes the
     /// thread (then Call.Correlated). Returns the call's object. Fails with InvalidAddress
     /// when no SIP address of theirs is known, NotRegistered, NotFound after Close.
+    /// options: none yet; an unknown key fails with InvalidArgument.
     #[zbus(out_args("call"))]
     async fn start_call(
         &self,
+        options: HashMap<String, OwnedVariant>,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, CusaxError> {
+        if let Some(key) = options.keys().next() {
+            return Err(CusaxError::InvalidArgument(format!("unknown option {key:?}")));
+        }
         let id = self.hub.start_call(self.id).await?;
         exported_call(server, &self.hub, id).await
     }
@@ -210,33 +218,76 @@ pub struct ContactsObject {
 }
 
 /// The roster and subscriptions.
+impl ContactsObject {
+    fn contact_of(&self, jid: &str) -> Option<ContactId> {
+        self.status.borrow().contacts.iter().find(|(_, c)| c.jid == jid).map(|(id, _)| *id)
+    }
+
+    /// The contact, after its vCards were read (asked for now if they were not, and waited
+    /// for at most [`VCARD_WAIT`]).
+    async fn with_vcard(&self, id: ContactId) -> Option<Arc<ContactInfo>> {
+        let read = |s: &DaemonStatus| s.contacts.get(&id).is_none_or(|c| c.vcard_read);
+        if !read(&self.status.borrow())
+            && self
+                .hub
+                .messaging(|reply| MessagingCommand::RefreshContact { contact: id, reply })
+                .await
+                .is_ok()
+        {
+            let mut status = self.status.clone();
+            let _ = tokio::time::timeout(VCARD_WAIT, status.wait_for(read)).await;
+        }
+        self.status.borrow().contacts.get(&id).cloned()
+    }
+}
+
+/// How long a lookup waits for a contact's vCard.
+const VCARD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a lookup waits for the answer to its OPTIONS.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[interface(name = "org.cusax.Cusax1.Contacts")]
 impl ContactsObject {
-    /// The contact object of address: a JID in the roster, or a SIP address or number
+    /// Who address is on both networks: a JID in the roster, or a SIP address or number
     /// (sip:, sips:, tel:, +E.164) that a contact's own vCard lists, else that their presence
-    /// names, else whose user@host is their JID (a guess; the contact's Verified tells).
-    /// Fails with InvalidAddress or NotFound.
-    #[zbus(out_args("contact"))]
-    fn lookup(&self, address: &str) -> Result<OwnedObjectPath, CusaxError> {
+    /// names, else whose user@host is their JID, else (SIP registered) whose JID the address
+    /// itself names in the Call-Info of its answer to our OPTIONS. Reads the contact's vCard
+    /// first when it was not read yet (at most 3 s). verified: their own vCard lists every
+    /// address of theirs (for a JID), or this one (for a SIP address or number); otherwise
+    /// it is a hint. Fails with InvalidAddress or NotFound.
+    #[zbus(out_args("contact", "verified"))]
+    async fn lookup(&self, address: &str) -> Result<(OwnedObjectPath, bool), CusaxError> {
         let lower = address.trim().to_ascii_lowercase();
-        if ["sip:", "sips:", "tel:", "+"].iter().any(|s| lower.starts_with(s)) {
-            if identity(address).is_none() {
-                return Err(CusaxError::InvalidAddress(format!("not a SIP address or number: {address:?}")));
-            }
-            return find_by_sip(&self.status.borrow().contacts, address)
-                .map(|(id, _)| contact_path(id))
-                .ok_or_else(|| CusaxError::NotFound(format!("no contact is known for {address}")));
+        if !["sip:", "sips:", "tel:", "+"].iter().any(|s| lower.starts_with(s)) {
+            let jid = address.trim().strip_prefix("xmpp:").unwrap_or(address.trim());
+            let jid = xmpp_parsers::jid::BareJid::new(jid)
+                .map_err(|e| CusaxError::InvalidAddress(format!("not a JID: {address:?} ({e})")))?;
+            let id = self
+                .contact_of(jid.as_str())
+                .ok_or_else(|| CusaxError::NotFound(format!("{jid} is not in the roster")))?;
+            let contact = self.with_vcard(id).await;
+            return Ok((contact_path(id), contact.is_some_and(|c| c.verified())));
         }
-        let jid = address.strip_prefix("xmpp:").unwrap_or(address);
-        let jid = xmpp_parsers::jid::BareJid::new(jid)
-            .map_err(|e| CusaxError::InvalidAddress(format!("not a JID: {address:?} ({e})")))?;
-        let status = self.status.borrow();
-        status
-            .contacts
-            .iter()
-            .find(|(_, c)| c.jid == jid.as_str())
-            .map(|(id, _)| contact_path(*id))
-            .ok_or_else(|| CusaxError::NotFound(format!("{jid} is not in the roster")))
+        if identity(address).is_none() {
+            return Err(CusaxError::InvalidAddress(format!("not a SIP address or number: {address:?}")));
+        }
+        let known = find_by_sip(&self.status.borrow().contacts, address);
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let probe = tokio::time::timeout(PROBE_WAIT, self.hub.probe(address.trim().to_owned())).await;
+                let named = match probe {
+                    Ok(Ok(Some(jid))) => jid,
+                    Ok(Err(e)) if !matches!(e, CallError::NotRegistered) => return Err(e.into()),
+                    _ => return Err(CusaxError::NotFound(format!("no contact is known for {address}"))),
+                };
+                self.contact_of(&named).ok_or_else(|| {
+                    CusaxError::NotFound(format!("{address} says it is {named}, who is not in the roster"))
+                })?
+            }
+        };
+        let contact = self.with_vcard(id).await;
+        Ok((contact_path(id), contact.is_some_and(|c| vcard_lists(&c.telephones, address))))
     }
 
     /// Asks jid to let us see their presence (it adds them to the roster).

@@ -302,7 +302,7 @@ impl Hub {
             (address, Some(jid.to_string()))
         } else {
             let peer = find_by_sip(&self.status.borrow().contacts, target.trim())
-                .and_then(|(id, _)| self.status.borrow().contacts.get(&id).map(|c| c.jid.clone()));
+                .and_then(|id| self.status.borrow().contacts.get(&id).map(|c| c.jid.clone()));
             (target.trim().to_owned(), peer)
         };
         let Some(peer) = peer.filter(|_| self.config.xmpp.is_some()) else { return Ok((address, None)) };
@@ -495,6 +495,14 @@ impl Hub {
             }
         }
         self.show_link(id);
+    }
+
+    /// Whether the answer to an OPTIONS from `asker` names our JID (cusax-wire OFF-2): only
+    /// for a contact we share with who published that SIP identity themselves.
+    pub(super) fn options_impp(&self, asker: &str) -> Option<String> {
+        let id = find_by_sip(&self.status.borrow().contacts, asker)?;
+        let jid = self.status.borrow().contacts.get(&id).map(|c| c.jid.clone())?;
+        (self.shares_with(&jid) && self.bound_to(&jid, asker)).then(|| self.account()).flatten()
     }
 
     /// A contact's vCard came: the calls they are the far end of are verified again.

@@ -101,6 +101,8 @@ pub struct ContactInfo {
     pub telephones: Vec<Tel>,
     /// Their XEP-0108 activity says they are on the phone.
     pub on_the_phone: bool,
+    /// Their vCards were read (`telephones` is what they list, not "not asked yet").
+    pub vcard_read: bool,
 }
 
 impl ContactInfo {
@@ -270,24 +272,18 @@ pub enum MessagingCommand {
     },
 }
 
-/// The roster contact a SIP address or number belongs to, and whether that is verified:
-/// first a contact whose own vCard lists it, then one whose presence names it, then one whose
-/// JID is the same `user@host` (the same-provider guess, never verified).
-pub fn find_by_sip(
-    contacts: &imbl::OrdMap<ContactId, Arc<ContactInfo>>,
-    address: &str,
-) -> Option<(ContactId, bool)> {
+/// The roster contact a SIP address or number belongs to: first a contact whose own vCard
+/// lists it (verified), then one whose presence names it, then one whose JID is the same
+/// `user@host` (the same-provider guess).
+pub fn find_by_sip(contacts: &imbl::OrdMap<ContactId, Arc<ContactInfo>>, address: &str) -> Option<ContactId> {
     let wanted = identity(address)?;
     let named = |a: &String| identity(a).as_ref() == Some(&wanted);
     let listed = contacts
         .iter()
         .find(|(_, c)| c.telephones.iter().any(|t| identity(&t.number).as_ref() == Some(&wanted)));
-    if let Some((id, _)) = listed {
-        return Some((*id, true));
-    }
-    let published = contacts.iter().find(|(_, c)| c.sip_addresses().iter().chain(&c.numbers()).any(named));
+    let published = || contacts.iter().find(|(_, c)| c.sip_addresses().iter().chain(&c.numbers()).any(named));
     let guessed = || contacts.iter().find(|(_, c)| same_provider(&c.jid, address));
-    published.or_else(guessed).map(|(id, _)| (*id, false))
+    listed.or_else(published).or_else(guessed).map(|(id, _)| *id)
 }
 
 /// A bare JID from what a caller typed (a full JID gives its bare part and resource).
@@ -712,11 +708,12 @@ impl Hub {
                 let Some(id) = self.contact_ids.get(&jid).copied() else { return };
                 self.status.send_if_modified(|s| {
                     let Some(contact) = s.contacts.get(&id) else { return false };
-                    if contact.telephones == tels {
+                    if contact.telephones == tels && contact.vcard_read {
                         return false;
                     }
                     let mut contact = (**contact).clone();
                     contact.telephones = tels;
+                    contact.vcard_read = true;
                     s.contacts.insert(id, Arc::new(contact));
                     true
                 });
@@ -786,6 +783,7 @@ impl Hub {
                 resources: known.map(|c| c.resources.clone()).unwrap_or_default(),
                 telephones: known.map(|c| c.telephones.clone()).unwrap_or_default(),
                 on_the_phone: known.is_some_and(|c| c.on_the_phone),
+                vcard_read: known.is_some_and(|c| c.vcard_read),
             };
             if s.contacts.get(&id).is_some_and(|c| **c == contact) {
                 return false;
@@ -844,6 +842,7 @@ mod tests {
             resources: BTreeMap::new(),
             telephones: Vec::new(),
             on_the_phone: false,
+            vcard_read: false,
         };
         assert_eq!(contact.presence(), ("offline".into(), String::new()));
         contact.resources.insert("laptop".into(), resource("away", 5, &[xmpp_parsers::ns::RECEIPTS]));

@@ -191,6 +191,11 @@ pub enum HubCommand {
         reply: oneshot::Sender<Result<CallId, CallError>>,
     },
     Messaging(MessagingCommand),
+    /// Ask a SIP address with OPTIONS who it is on XMPP; the SIP actor answers.
+    Probe {
+        target: String,
+        reply: oneshot::Sender<Result<Option<String>, CallError>>,
+    },
     /// Leave the networks cleanly (hang up, unregister), then stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -233,6 +238,11 @@ pub enum HubEvent {
     CallAnswered {
         id: CallId,
         facts: Box<CallFacts>,
+    },
+    /// An OPTIONS from `asker` waits for our word: does its answer name our JID?
+    OptionsAsked {
+        request: u64,
+        asker: String,
     },
 }
 
@@ -293,6 +303,14 @@ impl HubHandle {
         let (reply, answer) = oneshot::channel();
         let gone = || CallError::Failed(HubGone.to_string());
         self.commands.send(HubCommand::StartCall { conversation, reply }).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// The XMPP address `target` (a SIP address) names in the Call-Info of its OPTIONS 200.
+    pub async fn probe(&self, target: String) -> Result<Option<String>, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || CallError::Failed(HubGone.to_string());
+        self.commands.send(HubCommand::Probe { target, reply }).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -449,6 +467,9 @@ impl Hub {
                         let _ = reply.send(result);
                     }
                     Some(HubCommand::Call(command)) => self.on_call_command(command).await,
+                    Some(HubCommand::Probe { target, reply }) => {
+                        self.sip.command(sip::SipCommand::Probe { target, reply }).await;
+                    }
                     Some(HubCommand::StartCall { conversation, reply }) => {
                         self.start_call(conversation, reply).await;
                     }
@@ -461,7 +482,13 @@ impl Hub {
                     }
                 },
                 Some(event) = events.recv() => {
-                    self.on_event(event);
+                    match event {
+                        HubEvent::OptionsAsked { request, asker } => {
+                            let impp = self.options_impp(&asker);
+                            self.sip.command(sip::SipCommand::OptionsAnswer { request, impp }).await;
+                        }
+                        event => self.on_event(event),
+                    }
                     self.publish_sip_presence().await;
                 }
                 _ = sleep_until(linger) => self.forget_ended(),
@@ -522,6 +549,7 @@ impl Hub {
             HubEvent::CallPlaced { id, link } => self.on_call_placed(id, *link),
             HubEvent::CallInvited { id, facts } => self.on_call_invited(id, *facts),
             HubEvent::CallAnswered { id, facts } => self.on_call_answered(id, *facts),
+            HubEvent::OptionsAsked { .. } => {}
             HubEvent::Dtmf { id, digit } => {
                 // Nobody listening is fine: a digit is not state to keep.
                 let _ = self.signals.send(HubSignal::DtmfReceived { call: id, digits: digit.to_string() });

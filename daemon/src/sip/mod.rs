@@ -18,8 +18,9 @@ use std::time::Duration;
 use cusax_protocol::sdp::{self, Codec, Direction, LocalAudio, Negotiated, SdpOrigin};
 use cusax_protocol::sip::Normalised;
 use cusax_protocol::sip::call::{Call, CallOutput, CallSettings, CallState, response_to};
-use cusax_protocol::sip::cusax_headers::SipCusax;
+use cusax_protocol::sip::cusax_headers::{SipCusax, call_info_impp};
 use cusax_protocol::sip::header::status_code;
+use cusax_protocol::sip::probe::{Probe, ProbeOutput};
 use cusax_protocol::sip::registration::{
     Entropy, Registration, RegistrationConfig, RegistrationEvent, RegistrationState, backoff, instance_urn,
     random_hex,
@@ -40,6 +41,16 @@ const MAX_CALLS: usize = 16;
 /// How long an ended call's machine is kept for late messages (a 487 after our CANCEL, a
 /// retransmitted BYE): 64 T1.
 const ENDED_GRACE: Duration = Duration::from_secs(32);
+/// Who waits for what an OPTIONS probe learns: the far end's Call-Info impp JID.
+pub type ProbeReply = oneshot::Sender<Result<Option<String>, CallError>>;
+
+/// OPTIONS probes of ours under way at once.
+const MAX_PROBES: usize = 8;
+/// OPTIONS requests waiting for the hub to say whether the asker learns our JID; more are
+/// answered without it at once.
+const MAX_OPTIONS_WAITING: usize = 16;
+/// The hub answers at once; past this, the OPTIONS is answered without our JID.
+const OPTIONS_WAIT: Duration = Duration::from_millis(500);
 /// How long we ask the registrar to keep our binding.
 const REQUESTED_EXPIRY: u32 = 600;
 /// RFC 5626 section 4.4.1: CRLF keep-alives on a stream every 95 to 120 seconds.
@@ -151,6 +162,16 @@ pub enum CallCommand {
 
 #[derive(Debug)]
 pub enum SipCommand {
+    /// Ask a SIP address with OPTIONS who it is on XMPP (its Call-Info impp JID).
+    Probe {
+        target: String,
+        reply: ProbeReply,
+    },
+    /// The hub's word on OPTIONS `request`: with `impp`, the answer names our JID.
+    OptionsAnswer {
+        request: u64,
+        impp: Option<String>,
+    },
     /// Use this account and private CA from now on (`None`: no SIP account).
     Configure {
         account: Option<Box<SipAccount>>,
@@ -184,6 +205,11 @@ impl SipHandle {
         let _ = self.commands.send(SipCommand::Media { codecs, settings }).await;
     }
 
+    /// Hands an OPTIONS probe or the hub's word on an OPTIONS to the actor.
+    pub async fn command(&self, command: SipCommand) {
+        let _ = self.commands.send(command).await;
+    }
+
     /// Hands a call command to the actor. If the actor is gone, the reply channel is dropped
     /// and the caller learns it from there.
     pub async fn call(&self, command: CallCommand) {
@@ -210,6 +236,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, instance: String) -> SipHa
         media: MediaSettings::default(),
         extra_ca: None,
         next_call: 1,
+        next_request: 1,
     };
     tokio::spawn(actor.run(commands).instrument(info_span!("sip")));
     SipHandle { commands: commands_tx }
@@ -228,6 +255,8 @@ struct SipActor {
     codecs: Vec<Codec>,
     media: MediaSettings,
     next_call: CallId,
+    /// Numbers the OPTIONS requests that wait for the hub.
+    next_request: u64,
 }
 
 /// One account over one transport: its registration and its calls.
@@ -241,6 +270,10 @@ struct Session {
     /// The host of our AoR: numbers are dialled there.
     domain: String,
     calls: BTreeMap<CallId, CallEntry>,
+    /// Our OPTIONS probes, with who waits for what they learn.
+    probes: Vec<(Probe, ProbeReply)>,
+    /// OPTIONS requests waiting for the hub's word, and until when.
+    options_waiting: BTreeMap<u64, (Normalised, Instant)>,
 }
 
 /// A call's media: ports held for it, then its running task.
@@ -326,6 +359,8 @@ impl SipActor {
                 self.extra_ca = extra_ca;
                 self.configure(account.map(|a| *a)).await;
             }
+            SipCommand::Probe { target, reply } => self.probe(&target, reply).await,
+            SipCommand::OptionsAnswer { request, impp } => self.answer_options(request, impp).await,
             SipCommand::Media { codecs, settings } => {
                 self.codecs = codecs;
                 self.media = settings;
@@ -596,6 +631,11 @@ impl SipActor {
             return;
         }
         if status_code(&message.start_line).is_some() {
+            if let Some(at) = session.probes.iter().position(|(p, _)| p.matches(&message)) {
+                let outputs = session.probes[at].0.on_response(&message, now);
+                self.apply_probe(at, outputs).await;
+                return;
+            }
             let events = session.registration.on_response(&message, now);
             self.apply_registration(events).await;
             return;
@@ -609,7 +649,20 @@ impl SipActor {
             // A new call; a To tag means a dialog we do not have (RFC 3261 12.2.2): 481 below.
             "INVITE" if !in_dialog => return self.incoming(message, now).await,
             "ACK" => return,
-            "OPTIONS" => options_response(&message, &session.settings),
+            "OPTIONS" if session.options_waiting.len() < MAX_OPTIONS_WAITING => {
+                // The hub decides whether the asker learns our JID (cusax-wire OFF-2).
+                let asker = message
+                    .header("From")
+                    .and_then(cusax_protocol::sip::header::NameAddr::parse)
+                    .map(|a| a.uri)
+                    .unwrap_or_default();
+                let request = self.next_request;
+                self.next_request += 1;
+                session.options_waiting.insert(request, (message, Instant::now() + OPTIONS_WAIT));
+                let _ = self.events.send(HubEvent::OptionsAsked { request, asker });
+                return;
+            }
+            "OPTIONS" => options_response(&message, &session.settings, None),
             _ => response_to(&message, 481, "Call/Transaction Does Not Exist", &new_tag(), &session.settings),
         };
         if let Err(e) = session.transport.send(&reply).await {
@@ -722,6 +775,27 @@ impl SipActor {
             self.apply_call(id, outputs).await;
         }
         let Some(session) = self.session.as_mut() else { return };
+        for at in (0..session.probes.len()).rev() {
+            let Some(session) = self.session.as_mut() else { return };
+            let Some((probe, _)) =
+                session.probes.get_mut(at).filter(|(p, _)| p.next_timeout().is_some_and(|t| t <= now))
+            else {
+                continue;
+            };
+            let outputs = probe.on_timeout(now);
+            self.apply_probe(at, outputs).await;
+        }
+        let Some(session) = self.session.as_mut() else { return };
+        let late: Vec<u64> = session
+            .options_waiting
+            .iter()
+            .filter(|(_, (_, at))| *at <= Instant::now())
+            .map(|(r, _)| *r)
+            .collect();
+        for request in late {
+            self.answer_options(request, None).await;
+        }
+        let Some(session) = self.session.as_mut() else { return };
         // Ended calls are forgotten once late messages can no longer come.
         let now_tokio = Instant::now();
         session.calls.retain(|_, e| e.ended_at.is_none_or(|at| now_tokio < at + ENDED_GRACE));
@@ -796,6 +870,62 @@ impl SipActor {
                     let _ = self.events.send(HubEvent::Call { id, info });
                 }
             }
+        }
+    }
+
+    async fn apply_probe(&mut self, at: usize, outputs: Vec<ProbeOutput>) {
+        for output in outputs {
+            let Some(session) = self.session.as_mut() else { return };
+            match output {
+                ProbeOutput::Transmit(bytes) => {
+                    if let Err(e) = session.transport.send(&bytes).await {
+                        return self.connection_lost(format!("cannot send to the proxy: {e}"));
+                    }
+                }
+                ProbeOutput::Done(impp) if at < session.probes.len() => {
+                    let (_, reply) = session.probes.remove(at);
+                    let _ = reply.send(Ok(impp));
+                }
+                ProbeOutput::Done(_) => {}
+            }
+        }
+    }
+
+    /// Asks `target` with OPTIONS who it is on XMPP.
+    async fn probe(&mut self, target: &str, reply: ProbeReply) {
+        let Some(session) = self
+            .session
+            .as_mut()
+            .filter(|s| matches!(s.registration.state(), RegistrationState::Registered { .. }))
+        else {
+            let _ = reply.send(Err(CallError::NotRegistered));
+            return;
+        };
+        let uri = match call_target(target, &session.domain) {
+            Ok(uri) => uri,
+            Err(e) => {
+                let _ = reply.send(Err(CallError::InvalidAddress(e.to_string())));
+                return;
+            }
+        };
+        if session.probes.len() >= MAX_PROBES {
+            let _ = reply.send(Err(CallError::Failed("too many lookups at once".into())));
+            return;
+        }
+        let (probe, outputs) =
+            Probe::start(session.settings.clone(), Box::new(OsEntropy), &uri, std::time::Instant::now());
+        session.probes.push((probe, reply));
+        let at = session.probes.len() - 1;
+        self.apply_probe(at, outputs).await;
+    }
+
+    /// Answers a waiting OPTIONS; with `impp`, its Call-Info names our JID.
+    async fn answer_options(&mut self, request: u64, impp: Option<String>) {
+        let Some(session) = self.session.as_mut() else { return };
+        let Some((options, _)) = session.options_waiting.remove(&request) else { return };
+        let reply = options_response(&options, &session.settings, impp.as_deref());
+        if let Err(e) = session.transport.send(&reply).await {
+            debug!(error = %e, "could not answer an OPTIONS");
         }
     }
 
@@ -914,7 +1044,7 @@ fn new_origin() -> SdpOrigin {
 }
 
 /// OPTIONS outside a dialog: what we can do (RFC 3261 section 11.2).
-fn options_response(request: &Normalised, settings: &CallSettings) -> Vec<u8> {
+fn options_response(request: &Normalised, settings: &CallSettings, impp: Option<&str>) -> Vec<u8> {
     let plain = response_to(request, 200, "OK", &new_tag(), settings);
     let Ok(mut response) = cusax_protocol::sip::normalise(&plain) else { return plain };
     let at = response.headers.len().saturating_sub(1);
@@ -925,6 +1055,9 @@ fn options_response(request: &Normalised, settings: &CallSettings) -> Vec<u8> {
     ];
     response.headers.splice(at..at, extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
     response.headers.insert(at, ("Contact".to_owned(), format!("<{}>;audio", settings.contact)));
+    if let Some(jid) = impp {
+        response.headers.insert(at, ("Call-Info".to_owned(), call_info_impp(jid)));
+    }
     response.to_bytes()
 }
 
@@ -933,7 +1066,10 @@ impl Session {
         let registration = self.registration.next_timeout().map(Instant::from_std);
         let calls = self.calls.values().filter_map(|e| e.call.next_timeout()).min().map(Instant::from_std);
         let forget = self.calls.values().filter_map(|e| e.ended_at).min().map(|at| at + ENDED_GRACE);
-        earliest(earliest(registration, self.next_keepalive), earliest(calls, forget))
+        let probes = self.probes.iter().filter_map(|(p, _)| p.next_timeout()).min().map(Instant::from_std);
+        let options = self.options_waiting.values().map(|(_, at)| *at).min();
+        let other = earliest(probes, options);
+        earliest(earliest(registration, self.next_keepalive), earliest(calls, earliest(forget, other)))
     }
 
     /// Reads the password, opens the transport and prepares the registration.
@@ -998,6 +1134,8 @@ impl Session {
             local_ip: local.ip(),
             domain: account.aor.host(),
             calls: BTreeMap::new(),
+            probes: Vec::new(),
+            options_waiting: BTreeMap::new(),
         })
     }
 }

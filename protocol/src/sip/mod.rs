@@ -1,5 +1,5 @@
 //! SIP: addresses, reading messages off the wire, transactions, dialogs and registration as
-//! sans-I/O state machines, and the CUSAX headers (`cusax_headers`: XMPP-Thread,
+//! sans-I/O state machines, the OPTIONS probe (`probe`), and the CUSAX headers (`cusax_headers`: XMPP-Thread,
 //! XMPP-Contact, Call-Info impp).
 
 pub mod call;
@@ -8,6 +8,7 @@ pub mod digest;
 pub mod header;
 pub mod locate;
 pub mod message;
+pub mod probe;
 pub mod registration;
 pub mod target;
 pub mod transaction;
