@@ -2,7 +2,7 @@
 //! whatever we write reads back as it was.
 
 use cusax_protocol::sip::cusax_headers::{
-    XmppContact, call_info_impp, read_call_info_impp, read_xmpp_thread,
+    SipCusax, XmppContact, call_info_impp, read_call_info_impp, read_xmpp_thread,
 };
 use cusax_protocol::xmpp::cusax::{
     Availability, SipTarget, contact, read_contact, read_sip_contact, sip_contact,
@@ -61,6 +61,19 @@ proptest! {
         let ours = XmppContact { jid, correlation: token };
         prop_assert_eq!(XmppContact::parse(&ours.to_text()).unwrap(), ours.clone());
         let bare = ours.jid.split('/').next().unwrap().to_owned();
-        prop_assert_eq!(read_call_info_impp(&call_info_impp(&bare)), Some(bare));
+        prop_assert_eq!(read_call_info_impp(&call_info_impp(&bare)), Some(bare.clone()));
+        // All three on one message, as an INVITE or its 2xx carries them.
+        let all = SipCusax { thread: Some(format!("{}-{local}", &ours.correlation[..8])), contact: Some(ours), impp: Some(bare) };
+        prop_assert_eq!(SipCusax::read(&all.headers()), all);
+    }
+
+    #[test]
+    fn headers_of_anything_read_without_panic(values in proptest::collection::vec(("\\PC{0,12}", "\\PC{0,60}"), 0..6)) {
+        let named: Vec<(String, String)> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, (n, v))| (["XMPP-Thread", "XMPP-Contact", "Call-Info", n.as_str()][i % 4].to_owned(), v))
+            .collect();
+        let _ = SipCusax::read(&named);
     }
 }

@@ -103,6 +103,8 @@ pub struct ContactInfo {
     pub on_the_phone: bool,
     /// Their vCards were read (`telephones` is what they list, not "not asked yet").
     pub vcard_read: bool,
+    /// The addresses of their `<reach>` over PEP (per account, after those of each resource).
+    pub pep_reach: Vec<String>,
 }
 
 impl ContactInfo {
@@ -158,10 +160,16 @@ impl ContactInfo {
         }
     }
 
-    /// Their SIP addresses: what their presence names (`<reach>`), then the SIP addresses of
-    /// their vCard; each once.
+    /// What their `<reach>` names: each resource's presence first (it can name the device),
+    /// then their PEP node.
+    fn reached(&self) -> impl Iterator<Item = &String> {
+        self.resources.values().flat_map(|r| r.presence.reach.iter()).chain(&self.pep_reach)
+    }
+
+    /// Their SIP addresses: what their `<reach>` names, then the SIP addresses of their
+    /// vCard; each once.
     pub fn sip_addresses(&self) -> Vec<String> {
-        let reached = self.resources.values().flat_map(|r| r.presence.reach.iter().cloned());
+        let reached = self.reached().cloned();
         let listed = self.telephones.iter().filter_map(|t| match identity(&t.number)? {
             Identity::Address(a) => Some(format!("sip:{a}")),
             Identity::Number(_) => None,
@@ -177,8 +185,7 @@ impl ContactInfo {
 
     /// Their telephone numbers (E.164, as `tel:` URIs): from their presence, then their vCard.
     pub fn numbers(&self) -> Vec<String> {
-        let reached =
-            self.resources.values().flat_map(|r| r.presence.reach.iter()).filter_map(|a| identity(a));
+        let reached = self.reached().filter_map(|a| identity(a));
         let listed = self.telephones.iter().filter_map(|t| identity(&t.number));
         let mut out: Vec<String> = Vec::new();
         for id in reached.chain(listed) {
@@ -719,6 +726,18 @@ impl Hub {
                 });
                 self.recheck_calls_of(id);
             }
+            XmppEvent::PepReach { jid, addresses } => {
+                let Some(id) = self.contact_ids.get(&jid).copied() else { return };
+                self.status.send_if_modified(|s| {
+                    let Some(contact) = s.contacts.get(&id).filter(|c| c.pep_reach != addresses) else {
+                        return false;
+                    };
+                    let mut contact = (**contact).clone();
+                    contact.pep_reach = addresses;
+                    s.contacts.insert(id, Arc::new(contact));
+                    true
+                });
+            }
             XmppEvent::Activity { jid, on_the_phone } => {
                 let Some(id) = self.contact_ids.get(&jid).copied() else { return };
                 self.status.send_if_modified(|s| {
@@ -784,6 +803,7 @@ impl Hub {
                 telephones: known.map(|c| c.telephones.clone()).unwrap_or_default(),
                 on_the_phone: known.is_some_and(|c| c.on_the_phone),
                 vcard_read: known.is_some_and(|c| c.vcard_read),
+                pep_reach: known.map(|c| c.pep_reach.clone()).unwrap_or_default(),
             };
             if s.contacts.get(&id).is_some_and(|c| **c == contact) {
                 return false;
@@ -843,6 +863,7 @@ mod tests {
             telephones: Vec::new(),
             on_the_phone: false,
             vcard_read: false,
+            pep_reach: Vec::new(),
         };
         assert_eq!(contact.presence(), ("offline".into(), String::new()));
         contact.resources.insert("laptop".into(), resource("away", 5, &[xmpp_parsers::ns::RECEIPTS]));

@@ -178,6 +178,11 @@ pub enum XmppEvent {
     SubscriptionRequest {
         jid: String,
     },
+    /// A contact's `<reach>` over PEP (per account, XEP-0152 4.2): its addresses, or none.
+    PepReach {
+        jid: String,
+        addresses: Vec<String>,
+    },
     /// A contact's XEP-0108 activity says (or no longer says) "on the phone".
     Activity {
         jid: String,

@@ -336,6 +336,15 @@ impl XmppActor {
         if let Some(on_the_phone) = activity {
             self.emit(XmppEvent::Activity { jid: from.to_bare().to_string(), on_the_phone });
         }
+        let reach = message
+            .payloads
+            .iter()
+            .filter(|p| p.is("event", ns::PUBSUB_EVENT))
+            .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
+            .find_map(cusax::read_reach_items);
+        if let Some(addresses) = reach {
+            self.emit(XmppEvent::PepReach { jid: from.to_bare().to_string(), addresses });
+        }
     }
 
     /// Asks for the whole roster; [`Self::on_roster`] takes the answer, in order with the

@@ -265,6 +265,18 @@ pub fn read_activity_items(items: &Element) -> Option<bool> {
     Some(on_the_phone)
 }
 
+/// The addresses of a PEP `<reach>` notification's `<items>` (XEP-0152 4.2), SIP and tel
+/// only, at most [`MAX_REACH`]; an empty `<reach/>` or a retraction withdraws them (P11).
+/// `None` when the items are another node's.
+pub fn read_reach_items(items: &Element) -> Option<Vec<String>> {
+    if items.attr("node") != Some(REACH) {
+        return None;
+    }
+    let reach = items.children().find(|c| c.name() == "item").and_then(|i| i.get_child("reach", REACH));
+    let addresses = reach.and_then(|r| read_reach(r).ok()).unwrap_or_default();
+    Some(addresses.into_iter().filter(|a| SipTarget::parse(a).is_ok()).take(MAX_REACH).collect())
+}
+
 /// The most `<reach>` addresses kept from one stanza: a peer cannot fill our memory.
 pub const MAX_REACH: usize = 8;
 
@@ -333,6 +345,20 @@ mod tests {
                 .parse()
                 .unwrap();
         assert_eq!(read_activity_items(&other), None);
+        let reach: Element = format!(
+            "<items xmlns='http://jabber.org/protocol/pubsub#event' node='urn:xmpp:reach:0'><item id='current'>\
+             <reach xmlns='urn:xmpp:reach:0'><addr uri='{GRUU}'/><addr uri='xmpp:bob@example.com'/></reach></item></items>"
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(read_reach_items(&reach), Some(vec![GRUU.to_owned()]));
+        let withdrawn: Element =
+            "<items xmlns='http://jabber.org/protocol/pubsub#event' node='urn:xmpp:reach:0'>\
+             <item id='current'><reach xmlns='urn:xmpp:reach:0'/></item></items>"
+                .parse()
+                .unwrap();
+        assert_eq!(read_reach_items(&withdrawn), Some(Vec::new()));
+        assert_eq!(read_reach_items(&other), None);
     }
 
     #[test]
