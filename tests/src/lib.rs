@@ -47,10 +47,10 @@ pub fn binary(name: &str) -> PathBuf {
     let built = fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: run `cargo build --workspace --bins`", path.display()));
-    // The crates each binary is built from.
+    // The sources each binary is built from (a crate's own tests do not rebuild it).
     let crates: &[&str] = match name {
-        "cusaxctl" => &["cli"],
-        _ => &["daemon", "protocol"],
+        "cusaxctl" => &["cli/src"],
+        _ => &["daemon/src", "protocol/src"],
     };
     let sources = crates.iter().map(|c| repo_root().join(c)).filter_map(|d| newest(&d)).max();
     if let Some(source) = sources {
