@@ -230,9 +230,13 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order(server: Xm
     let ids: Vec<String> = (1..=20).map(|n| send(&bus, BOB, &format!("offline {n}"))).collect();
     assert!(history(&bus, BOB).iter().all(|m| m["status"] == "queued"));
     testbed.start_xmpp(server).unwrap();
-    // Down for a while (ejabberd takes seconds to start, more on a loaded machine), alice is
-    // in her backoff: the attempts so far waited 2 s, 4 s, 8 s…, the next one may be 64 s away.
-    wait_for_within("alice back online", Duration::from_secs(150), || {
+    // Down for a while (ejabberd takes seconds to start, more on a loaded machine), alice
+    // waits out her backoff (2 s doubling, the next try may be minutes away); a reload, as a
+    // network-up hook would do, makes her try now. The queue comes from the store again.
+    let out =
+        busctl(&bus, &["call", "org.cusax.Cusax1", "/org/cusax/Cusax1", "org.cusax.Cusax1.Daemon", "Reload"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for_within("alice back online", 3 * PATIENCE, || {
         Some(()).filter(|_| status_json(&bus)["XmppState"] == "online")
     });
     for id in &ids {
@@ -248,6 +252,32 @@ fn twenty_messages_sent_while_the_server_is_down_arrive_once_in_order(server: Xm
         let m = message_from(&mut bob, &format!("offline {n}"));
         got.push(m["id"].as_str().unwrap().to_owned());
     }
+    assert_eq!(got, ids, "in order");
+    assert_nothing_more(&mut bob, Duration::from_secs(3));
+}
+
+/// Queued while the server was down, then the daemon restarted: after the restart the
+/// archive shows they never arrived, and they go out, once each, in order.
+fn messages_queued_before_a_restart_go_out_once_the_server_is_back(server: XmppServer) {
+    let testbed = Testbed::start(&[server.service()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::start().unwrap();
+    let config = write_config(&testbed, server, dir.path());
+    let alice = start_alice(&bus, &config, dir.path());
+    testbed.stop_xmpp(server).unwrap();
+    wait_for("alice to notice", || Some(()).filter(|_| status_json(&bus)["XmppState"] != "online"));
+    let ids: Vec<String> = (1..=3).map(|n| send(&bus, BOB, &format!("queued {n}"))).collect();
+    let (exit, _) = alice.stop_with("TERM").unwrap();
+    assert!(exit.success());
+    testbed.start_xmpp(server).unwrap();
+    let _alice = start_alice(&bus, &config, dir.path());
+    wait_for_within("sent after the restart", 3 * PATIENCE, || {
+        Some(()).filter(|_| history(&bus, BOB).iter().all(|m| m["status"] == "sent"))
+    });
+    let mut bob = XmppPeer::start(&testbed, "bob", testbed.xmpp_port(server)).unwrap();
+    let got: Vec<String> = (1..=3)
+        .map(|n| message_from(&mut bob, &format!("queued {n}"))["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(got, ids, "in order");
     assert_nothing_more(&mut bob, Duration::from_secs(3));
 }
@@ -392,4 +422,5 @@ on_both_xmpp_servers!(
     twenty_messages_sent_while_the_server_is_down_arrive_once_in_order,
     a_message_survives_kill_9_before_the_server_acked_it_and_is_not_sent_twice,
     messages_sent_to_alice_while_she_was_offline_arrive_once,
+    messages_queued_before_a_restart_go_out_once_the_server_is_back,
 );

@@ -572,13 +572,15 @@ impl Hub {
         };
         if config == self.config {
             info!(path = %self.source.path.display(), "config reloaded, unchanged");
-            // A failed account is not retried on its own; a reload is how the user says that
-            // what it depends on (a password file, a CA file, the server) was mended.
+            // A failed account is not retried on its own; a reload is how the user (or a
+            // network-up hook) says that what it depends on (a password file, a CA file, the
+            // server, the network) was mended: a failed account, or one waiting out its
+            // backoff, tries again now.
             let status = self.status.borrow().clone();
             if status.sip_state == SipState::Failed {
                 self.sip.configure(self.config.sip.clone(), self.config.tls.extra_ca.clone()).await;
             }
-            if status.xmpp_state == XmppState::Failed {
+            if matches!(status.xmpp_state, XmppState::Failed | XmppState::Offline) {
                 self.xmpp.configure(self.config.xmpp.clone(), self.config.tls.extra_ca.clone()).await;
             }
             return Ok(());

@@ -124,6 +124,19 @@ impl Outbox {
             .map(|at| at - ARCHIVE_SLACK_MS)
     }
 
+    /// The possibly-sent messages an archive check started now covers.
+    pub(super) fn to_check(&self) -> Vec<String> {
+        self.pending.iter().filter(|o| o.maybe_sent).map(|o| o.message.uid.clone()).collect()
+    }
+
+    /// The archive check of `checked` is over: those it found are out of the queue already
+    /// (marked sent); the others never reached the server and go out now.
+    pub(super) fn archive_checked(&mut self, checked: &[String]) {
+        for outgoing in self.pending.iter_mut().filter(|o| checked.contains(&o.message.uid)) {
+            outgoing.maybe_sent = false;
+        }
+    }
+
     fn contains(&self, uid: &str) -> bool {
         self.pending.iter().chain(&self.in_flight).any(|o| o.message.uid == uid)
     }

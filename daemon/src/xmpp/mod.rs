@@ -279,6 +279,7 @@ pub fn spawn(events: mpsc::UnboundedSender<HubEvent>, store: StoreHandle) -> Xmp
         sip_presence: None,
         presence_sent: false,
         activity_published: None,
+        checking: Vec::new(),
         archive_start: None,
         server_ids: false,
         sm: false,
@@ -312,6 +313,8 @@ struct XmppActor {
     sip_presence: Option<SipPresence>,
     /// The XEP-0108 "on the phone" we published in this session, if any yet.
     activity_published: Option<bool>,
+    /// The possibly-sent messages the running catch-up looks for in the archive.
+    checking: Vec<String>,
     /// This session's initial presence is out.
     presence_sent: bool,
     /// Where our archive ended when this session began.
@@ -488,6 +491,7 @@ impl XmppActor {
             start_after: self.archive_start.clone(),
             check_since_ms: self.outbox.check_since_ms(),
         };
+        self.checking = self.outbox.to_check();
         let internal = self.internal.clone();
         tokio::spawn(
             async move {
@@ -526,6 +530,8 @@ impl XmppActor {
             Internal::CaughtUp { session, failed: None } if session == self.session => {
                 debug!("caught up");
                 self.caught_up = true;
+                let checked = std::mem::take(&mut self.checking);
+                self.outbox.archive_checked(&checked);
                 self.publish_own_vcard();
                 self.publish_activity();
                 self.flush_outbox().await;
