@@ -13,7 +13,8 @@ fn sip_uri() -> impl Strategy<Value = String> {
     (
         prop_oneof![Just("sip"), Just("sips"), Just("tel")],
         "[a-z0-9+][a-z0-9._+-]{0,12}",
-        "[a-z0-9][a-z0-9.-]{0,12}",
+        // Host names as RFC 3261 has them: labels of letters and digits, inner hyphens.
+        "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z0-9]{1,6}){0,2}",
         proptest::option::of(prop_oneof![
             Just(";gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".to_owned()),
             Just(";transport=tls".to_owned()),

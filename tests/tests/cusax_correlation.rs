@@ -533,9 +533,11 @@ fn stock_peers_work_uncorrelated_and_forged_or_misplaced_cusax_data_links_nothin
     );
     assert!(header(&ok, "XMPP-Thread").is_none() && header(&ok, "Call-Info").is_none(), "{ok}");
 
-    // carol calls with her thread: linked to the chat, and the 2xx echoes it.
+    // carol calls with her thread: linked to the chat, and the 2xx echoes it. The JID her
+    // INVITE also names is someone else's: not taken, no token copied.
     let dir = tempfile::tempdir().unwrap();
-    let sipp = sipp_call(&testbed, dir.path(), "carol", "XMPP-Thread: carol-thread-1\n");
+    let headers = "XMPP-Thread: carol-thread-1\nXMPP-Contact: <xmpp:mallory@localhost/x>;0123456789abcdef\n";
+    let sipp = sipp_call(&testbed, dir.path(), "carol", headers);
     let ok = answer_and_end(
         &alice,
         sipp,
@@ -544,9 +546,11 @@ fn stock_peers_work_uncorrelated_and_forged_or_misplaced_cusax_data_links_nothin
         |c| {
             assert_eq!(c["Conversation"], carol_chat);
             assert_eq!(c["Correlated"], true);
+            assert_eq!((&c["Contact"], &c["PeerJid"]), (&contact, &json!("")), "{c}");
         },
     );
     assert_eq!(header(&ok, "XMPP-Thread").as_deref(), Some("carol-thread-1"), "{ok}");
+    assert!(header(&ok, "XMPP-Contact").is_none(), "{ok}");
 
     // sip-correlation: a copy (carbon) of carol's message to alice's other client, and a
     // stranger naming the call's token, link nothing; carol's own message does, and

@@ -82,6 +82,38 @@ pub(super) struct CallCorrelation {
     /// The far end's SIP identity: PAI, else From; for our calls the address called.
     identity: String,
     pub(super) active: bool,
+    /// An incoming call's INVITE, judged again when the user answers.
+    invite: Option<CallFacts>,
+}
+
+impl CallCorrelation {
+    fn apply(&mut self, verdict: InviteVerdict, facts: &CallFacts) {
+        self.shown.conversation = verdict.matched.or(self.shown.conversation);
+        self.shown.correlated = verdict.matched.is_some();
+        self.shown.contact = verdict.contact;
+        self.shown.contact_verified = verdict.verified;
+        self.shown.peer_jid = verdict.named.clone().or(facts.cusax.impp.clone()).unwrap_or_default();
+        self.echo = verdict.matched.and(facts.cusax.thread.clone());
+        self.share = verdict.share;
+        // The token goes with the JID that named it: not taken, not copied.
+        self.token = verdict.named.as_ref().and(facts.cusax.contact.as_ref()).map(|c| c.correlation.clone());
+        self.peer_contact = verdict.named;
+    }
+}
+
+/// What an incoming INVITE is worth (see `Hub::judge_invite`).
+struct InviteVerdict {
+    /// The conversation it continues.
+    matched: Option<ConversationId>,
+    /// The bare JID it is about.
+    cue: Option<String>,
+    contact: Option<ContactId>,
+    /// The contact's vCard lists the caller.
+    verified: bool,
+    /// We tell the caller our JID.
+    share: bool,
+    /// The full JID its XMPP-Contact names, when taken.
+    named: Option<String>,
 }
 
 /// A conversation's `sip-correlation` (REQ-4). The token is a secret: never shown.
@@ -148,6 +180,8 @@ impl Hub {
             return Vec::new();
         }
         let targets = self.sip_presence.as_ref().map(|s| s.targets.clone()).unwrap_or_default();
+        let live_calls: Vec<CallId> =
+            self.call_contexts.iter().filter(|(_, c)| c.active).map(|(id, _)| *id).collect();
         let mut extras = Vec::new();
         self.status.send_if_modified(|s| {
             let Some(c) = s.conversations.get_mut(&conversation) else { return false };
@@ -160,7 +194,10 @@ impl Hub {
                 c.contact_sent = Some(first.clone());
             }
             if let Some(correlation) = c.correlation.as_mut().filter(|c| c.carry) {
-                extras.push(cusax::sip_correlation(&correlation.token));
+                // Not for a call that ended (cusax-wire 3.11).
+                if live_calls.contains(&correlation.call) {
+                    extras.push(cusax::sip_correlation(&correlation.token));
+                }
                 correlation.carry = false;
             }
             false
@@ -258,6 +295,7 @@ impl Hub {
                 }
             },
             CallCommand::Answer { call, headers, reply } if headers.is_empty() => {
+                self.rejudge(call);
                 let headers = self.answer_headers(call);
                 self.sip.call(CallCommand::Answer { call, headers, reply }).await;
             }
@@ -301,8 +339,11 @@ impl Hub {
             })?;
             (address, Some(jid.to_string()))
         } else {
+            // Only a contact who published this address learns our JID and threads through
+            // it: not one the same-provider guess or someone else's claim points at.
             let peer = find_by_sip(&self.status.borrow().contacts, target.trim())
-                .and_then(|id| self.status.borrow().contacts.get(&id).map(|c| c.jid.clone()));
+                .and_then(|id| self.status.borrow().contacts.get(&id).map(|c| c.jid.clone()))
+                .filter(|jid| self.bound_to(jid, target.trim()));
             (target.trim().to_owned(), peer)
         };
         let Some(peer) = peer.filter(|_| self.config.xmpp.is_some()) else { return Ok((address, None)) };
@@ -370,18 +411,47 @@ impl Hub {
             share: link.cusax.impp.is_some(),
             identity: link.target,
             active: true,
+            invite: None,
         };
         self.call_contexts.insert(id, context);
         self.show_link(id);
     }
 
     /// An incoming INVITE: which conversation it continues (REQ-2), whom it names (REQ-3,
-    /// RFC 7081 3.5).
+    /// RFC 7081 3.5). Decided again when the user answers (a vCard may have come since, or
+    /// whom we share with may have changed).
     pub(super) fn on_call_invited(&mut self, id: CallId, facts: CallFacts) {
         let _span = info_span!("call", id).entered();
+        let verdict = self.judge_invite(&facts);
+        if let Some(jid) = verdict.cue.as_deref()
+            && let Some(contact) = self.contact(jid).filter(|c| !c.vcard_read)
+            && self.status.borrow().xmpp_state == XmppState::Online
+            && let Ok(jid) = BareJid::new(&contact.jid)
+        {
+            // Verification needs their vCard; its arrival rechecks this call.
+            let xmpp = self.xmpp.clone();
+            tokio::spawn(async move { xmpp.command(XmppCommand::FetchVCard { jid }).await });
+        }
+        debug!(
+            correlated = verdict.matched.is_some(),
+            contact = verdict.contact.is_some(),
+            share = verdict.share,
+            "an INVITE's XMPP side"
+        );
+        let mut context = CallCorrelation {
+            identity: facts.asserted.clone().unwrap_or_else(|| facts.identity.clone()),
+            active: true,
+            ..CallCorrelation::default()
+        };
+        context.apply(verdict, &facts);
+        context.invite = Some(facts);
+        self.call_contexts.insert(id, context);
+        self.show_link(id);
+    }
+
+    /// What an INVITE's facts are worth now.
+    fn judge_invite(&self, facts: &CallFacts) -> InviteVerdict {
         let caller = facts.asserted.clone().unwrap_or_else(|| facts.identity.clone());
-        let now = crate::xmpp::now_ms();
-        let idle = self.idle_ms();
         let (ids, contexts): (Vec<ConversationId>, Vec<ConversationContext>) = {
             let status = self.status.borrow();
             status
@@ -408,59 +478,37 @@ impl Hub {
             from: facts.identity.clone(),
             thread: facts.cusax.thread.clone(),
         };
-        let matched = match_invite(&invite, &contexts, &bindings, now, idle).map(|at| ids[at]);
-        let named = facts.cusax.contact.as_ref().map(|c| c.jid.clone());
+        let now = crate::xmpp::now_ms();
+        let matched = match_invite(&invite, &contexts, &bindings, now, self.idle_ms()).map(|at| ids[at]);
         let peer = {
             let status = self.status.borrow();
             matched.and_then(|m| status.conversations.get(&m)).map(|c| c.peer.clone())
         };
-        let cue = named.as_deref().map(bare).map(str::to_owned).or(facts.cusax.impp.clone()).or(peer);
-        let contact = cue.as_deref().and_then(|jid| self.contact_ids.get(jid).copied());
-        let telephones =
-            contact.and_then(|c| self.status.borrow().contacts.get(&c).map(|c| c.telephones.clone()));
-        if let (Some(jid), Some(tels)) = (&cue, &telephones)
-            && tels.is_empty()
-            && self.status.borrow().xmpp_state == XmppState::Online
-            && let Ok(jid) = BareJid::new(jid)
-        {
-            // Verification needs their vCard: the answer rechecks this call.
-            let xmpp = self.xmpp.clone();
-            tokio::spawn(async move { xmpp.command(XmppCommand::FetchVCard { jid }).await });
-        }
-        let share = matched.is_some()
-            || cue
-                .as_deref()
-                .is_some_and(|jid| contact.is_some() && self.shares_with(jid) && self.bound_to(jid, &caller));
-        debug!(correlated = matched.is_some(), contact = contact.is_some(), share, "an INVITE's XMPP side");
-        let context = CallCorrelation {
-            shown: CallLink {
-                conversation: matched,
-                correlated: matched.is_some(),
-                contact,
-                contact_verified: telephones.is_some_and(|t| vcard_lists(&t, &caller)),
-                peer_jid: named.clone().or(facts.cusax.impp.clone()).unwrap_or_default(),
-            },
-            token: facts.cusax.contact.as_ref().map(|c| c.correlation.clone()),
-            peer_contact: named,
-            thread_sent: None,
-            echo: matched.and(facts.cusax.thread),
-            share,
-            identity: caller,
-            active: true,
+        let named = facts.cusax.contact.as_ref().map(|c| c.jid.clone());
+        // A call that continues a chat is with that chat's peer: a JID the INVITE names
+        // besides is not taken (no token goes to someone else).
+        let (cue, named) = match peer {
+            Some(peer) => (Some(peer.clone()), named.filter(|n| bare(n) == peer)),
+            None => (named.as_deref().map(|n| bare(n).to_owned()).or(facts.cusax.impp.clone()), named),
         };
-        self.call_contexts.insert(id, context);
-        self.show_link(id);
+        let contact = cue.as_deref().and_then(|jid| self.contact_ids.get(jid).copied());
+        let verified = cue
+            .as_deref()
+            .and_then(|jid| self.contact(jid))
+            .is_some_and(|c| vcard_lists(&c.telephones, &caller));
+        let share = cue.as_deref().is_some_and(|jid| {
+            self.shares_with(jid) && (matched.is_some() || (contact.is_some() && self.bound_to(jid, &caller)))
+        });
+        InviteVerdict { matched, cue, contact, verified, share, named }
     }
 
     /// The 2xx to our INVITE: the thread echo confirms (REQ-2), the callee's
     /// `XMPP-Contact` with our token names where to add a chat (REQ-3).
     pub(super) fn on_call_answered(&mut self, id: CallId, facts: CallFacts) {
         let _span = info_span!("call", id).entered();
-        let context = self.call_contexts.entry(id).or_insert_with(|| CallCorrelation {
-            identity: facts.identity.clone(),
-            active: true,
-            ..CallCorrelation::default()
-        });
+        // Every call we place has a context (CallPlaced comes first); a 2xx after the call
+        // ended (crossing our CANCEL) changes nothing.
+        let Some(context) = self.call_contexts.get_mut(&id).filter(|c| c.active) else { return };
         if let (Some(sent), Some(echo)) = (&context.thread_sent, &facts.cusax.thread)
             && secret_eq(sent, echo)
         {
@@ -500,6 +548,7 @@ impl Hub {
     /// Whether the answer to an OPTIONS from `asker` names our JID (cusax-wire OFF-2): only
     /// for a contact we share with who published that SIP identity themselves.
     pub(super) fn options_impp(&self, asker: &str) -> Option<String> {
+        let asker = asker.trim();
         let id = find_by_sip(&self.status.borrow().contacts, asker)?;
         let jid = self.status.borrow().contacts.get(&id).map(|c| c.jid.clone())?;
         (self.shares_with(&jid) && self.bound_to(&jid, asker)).then(|| self.account()).flatten()
@@ -521,6 +570,16 @@ impl Hub {
             }
             self.show_link(id);
         }
+    }
+
+    /// Judges an incoming call's INVITE again, as it is answered.
+    fn rejudge(&mut self, call: CallId) {
+        let Some(facts) = self.call_contexts.get(&call).and_then(|c| c.invite.clone()) else { return };
+        let verdict = self.judge_invite(&facts);
+        if let Some(context) = self.call_contexts.get_mut(&call) {
+            context.apply(verdict, &facts);
+        }
+        self.show_link(call);
     }
 
     /// The CUSAX headers of our 2xx (REQ-2 echo, REQ-3 contact), for a far end we share with.

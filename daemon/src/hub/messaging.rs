@@ -457,6 +457,16 @@ impl Hub {
     ) -> Result<String, MessagingError> {
         check_body(&body)?;
         let account = self.account().ok_or(MessagingError::NotConfigured)?;
+        // The peer left the thread (<gone/>): what we write next starts a new one (XEP-0085
+        // 5.4, cusax-wire P13), with our sip-contact again.
+        self.status.send_if_modified(|s| {
+            let Some(c) = s.conversations.get_mut(&conversation).filter(|c| c.ended) else { return false };
+            c.thread = uuid_v4(&mut OsEntropy);
+            c.peer_targets.clear();
+            c.contact_sent = None;
+            c.ended = false;
+            false
+        });
         let info =
             self.status.borrow().conversations.get(&conversation).cloned().ok_or(MessagingError::NotFound)?;
         let uid = uuid_v4(&mut OsEntropy);
@@ -603,8 +613,12 @@ impl Hub {
                 self.status.send_if_modified(|s| {
                     let Some(c) = s.conversations.get_mut(&conversation) else { return false };
                     let before = c.clone();
-                    c.last_activity_ms = c.last_activity_ms.max(message.at_ms);
-                    if message.direction == Direction::In {
+                    // Only what happens now keeps the thread alive: a delay stamp is the
+                    // sender's word, and an archive result is old (P12, P21).
+                    if !delayed && via != "archive" {
+                        c.last_activity_ms = crate::xmpp::now_ms();
+                    }
+                    if message.direction == Direction::In && via == "direct" {
                         // XEP-0201 section 6: a reply continues the thread the peer chose.
                         // A new thread is a new context (P13): our sip-contact goes again.
                         if let Some(thread) = message.thread.as_ref().filter(|t| **t != c.thread) {
@@ -612,7 +626,7 @@ impl Hub {
                             c.peer_targets.clear();
                             c.contact_sent = None;
                         }
-                        c.ended = false;
+                        c.ended &= delayed;
                         if let Some(resource) = &resource {
                             c.peer_resource = resource.clone();
                         }

@@ -483,9 +483,16 @@ impl SipActor {
             std::time::Instant::now(),
         );
         info!(call = id, "calling");
-        if let Some(link) = link {
-            let _ = self.events.send(HubEvent::CallPlaced { id, link });
-        }
+        // Every call we place is announced, so that the hub knows its 2xx belongs to one.
+        let link = link.unwrap_or_else(|| {
+            Box::new(PlacedLink {
+                cusax: SipCusax::default(),
+                conversation: None,
+                contact: None,
+                target: uri.clone(),
+            })
+        });
+        let _ = self.events.send(HubEvent::CallPlaced { id, link });
         session.calls.insert(
             id,
             CallEntry {
@@ -651,11 +658,8 @@ impl SipActor {
             "ACK" => return,
             "OPTIONS" if session.options_waiting.len() < MAX_OPTIONS_WAITING => {
                 // The hub decides whether the asker learns our JID (cusax-wire OFF-2).
-                let asker = message
-                    .header("From")
-                    .and_then(cusax_protocol::sip::header::NameAddr::parse)
-                    .map(|a| a.uri)
-                    .unwrap_or_default();
+                let asker = CallFacts::read(&message.headers, "From");
+                let asker = asker.asserted.unwrap_or(asker.identity);
                 let request = self.next_request;
                 self.next_request += 1;
                 session.options_waiting.insert(request, (message, Instant::now() + OPTIONS_WAIT));

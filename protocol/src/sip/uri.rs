@@ -35,6 +35,10 @@ pub enum SipUriError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipUri {
     text: String,
+    /// The user part, read here: rsip's tokenizer takes a user with a dot in it
+    /// (`john.doe@`) for part of the host.
+    user: Option<String>,
+    /// The scheme, host and port, as rsip reads them.
     uri: rsip::Uri,
 }
 
@@ -51,16 +55,33 @@ impl SipUri {
         if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
             return Err(SipUriError::WrongScheme);
         }
-        // Parameters and headers are checked here against RFC 3261's paramchar: rsip's tokenizer
-        // stops at a ':' inside one, and a GRUU's `gr=urn:uuid:…` has two.
-        let host_at = text.find('@').map_or(lower.find(':').unwrap_or(0) + 1, |at| at + 1);
+        // The user part and the parameters are read here, rsip gets the scheme, host and port:
+        // its tokenizer takes `john.doe@` for a host, and stops at a ':' inside a parameter
+        // (a GRUU's `gr=urn:uuid:…` has two).
+        let scheme_end = lower.find(':').unwrap_or(0) + 1;
+        let at = text.find('@');
+        let host_at = at.map_or(scheme_end, |at| at + 1);
+        let user = at.map(|at| &text[scheme_end..at]);
+        // RFC 3261 userinfo: unreserved, escaped, user-unreserved. Nothing that could end a
+        // header value early (`<`, `>`, `"`), and no password (`user:password`).
+        if let Some(bad) = user
+            .unwrap_or_default()
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && !"-_.!~*'()%&=+$,;?/:".contains(*c))
+        {
+            return Err(SipUriError::Syntax(format!("unexpected {bad:?} in the user part")));
+        }
+        if user.is_some_and(|u| u.contains(':')) {
+            return Err(SipUriError::HasPassword);
+        }
         let cut = text[host_at..].find([';', '?']).map_or(text.len(), |i| host_at + i);
-        let (base, params) = text.split_at(cut);
+        let params = &text[cut..];
         if let Some(bad) =
             params.chars().find(|c| !c.is_ascii_alphanumeric() && !"-_.!~*'()[]/:&+$;=?%".contains(*c))
         {
             return Err(SipUriError::Syntax(format!("unexpected {bad:?} in the parameters")));
         }
+        let base = format!("{}{}", &text[..scheme_end], &text[host_at..cut]);
         let (rest, tokens) =
             Tokenizer::tokenize(base.as_bytes()).map_err(|e| SipUriError::Syntax(short(&e.to_string())))?;
         if !rest.is_empty() {
@@ -85,7 +106,7 @@ impl SipUri {
                 return Err(SipUriError::BadHost(short(&domain)));
             }
         }
-        Ok(Self { text: text.to_owned(), uri })
+        Ok(Self { text: text.to_owned(), user: user.map(str::to_owned), uri })
     }
 
     /// Reads an address of record: a SIP URI with a user part (`sip:alice@example.com`).
@@ -98,7 +119,7 @@ impl SipUri {
     }
 
     pub fn user(&self) -> Option<&str> {
-        self.uri.user()
+        self.user.as_deref()
     }
 
     /// The host part without the port, as written (a name or an IP literal).
@@ -138,6 +159,11 @@ mod tests {
             (Some("bob"), "127.0.0.1".to_owned(), gruu.to_owned())
         );
         assert!(SipUri::parse("sip:bob@127.0.0.1;gr=<x>").is_err());
+        assert!(SipUri::parse("sip:x>;tag=1@127.0.0.1").is_err(), "a user part that would end the header");
+        assert!(SipUri::parse("sip:+1-555;phone-context=x@127.0.0.1").is_ok());
+        let dotted = SipUri::parse_aor("sip:john.doe@example.com").unwrap();
+        assert_eq!((dotted.user(), dotted.host()), (Some("john.doe"), "example.com".to_owned()));
+        assert_eq!(SipUri::parse("sip:bob:secret@example.com"), Err(SipUriError::HasPassword));
         assert!(SipUri::parse("sip:bob@127.0.0.1:5060;transport=tcp?Subject=hi").is_ok());
     }
 

@@ -107,6 +107,14 @@ impl SipTarget {
                 uri.push_str(param);
             }
         }
+        // A peer's target becomes our Request-URI and To: only a URI that is one.
+        let valid = match scheme.to_ascii_lowercase().as_str() {
+            "tel" => uri[4..].chars().all(|c| c.is_ascii_alphanumeric() || "+-.()=;%".contains(c)),
+            _ => crate::sip::SipUri::parse(&uri).is_ok(),
+        };
+        if !valid {
+            return Err(CusaxElementError::NotSipUri(text.into()));
+        }
         tags.extend(outside.split(';').map(str::trim).filter(|p| !p.is_empty()).map(String::from));
         Ok(Self { uri, tags })
     }
