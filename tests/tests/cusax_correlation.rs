@@ -67,6 +67,15 @@ impl Side {
     }
 }
 
+/// The test bed with GRUUs, and alice's and bob's cusaxd, contacts of each other.
+fn alice_and_bob() -> (Testbed, Side, Side) {
+    let testbed = Testbed::start_with(&["prosody", "kamailio"], &[("TESTBED_SIP_GRUU", "1")]).unwrap();
+    let alice = Side::start(&testbed, "alice", ALICE);
+    let bob = Side::start(&testbed, "bob", BOB);
+    befriend(&alice, &bob);
+    (testbed, alice, bob)
+}
+
 /// a and b see each other's presence (a mutual subscription), as two users would set it up.
 fn befriend(a: &Side, b: &Side) {
     assert!(cusaxctl(&a.bus, &["subscribe", b.jid]).status.success());
@@ -169,10 +178,7 @@ fn header(message: &str, name: &str) -> Option<String> {
 
 #[test]
 fn a_call_added_to_a_chat_is_linked_on_both_sides_and_the_callee_echoes_the_thread() {
-    let testbed = Testbed::start_with(&["prosody", "kamailio"], &[("TESTBED_SIP_GRUU", "1")]).unwrap();
-    let alice = Side::start(&testbed, "alice", ALICE);
-    let bob = Side::start(&testbed, "bob", BOB);
-    befriend(&alice, &bob);
+    let (_testbed, alice, bob) = alice_and_bob();
 
     // They chat: each side's first message of the thread carries its SIP target.
     let alice_chat = start_conversation(&alice.bus, BOB);
@@ -232,10 +238,7 @@ fn a_call_added_to_a_chat_is_linked_on_both_sides_and_the_callee_echoes_the_thre
 
 #[test]
 fn a_chat_added_to_a_call_is_linked_by_its_token_and_lookups_work_both_ways() {
-    let testbed = Testbed::start_with(&["prosody", "kamailio"], &[("TESTBED_SIP_GRUU", "1")]).unwrap();
-    let alice = Side::start(&testbed, "alice", ALICE);
-    let bob = Side::start(&testbed, "bob", BOB);
-    befriend(&alice, &bob);
+    let (_testbed, alice, bob) = alice_and_bob();
     // alice knows bob's SIP address from his presence.
     wait_for("bob's SIP side at alice", || {
         alice

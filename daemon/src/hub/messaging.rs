@@ -741,28 +741,10 @@ impl Hub {
                 self.recheck_calls_of(id);
             }
             XmppEvent::PepReach { jid, addresses } => {
-                let Some(id) = self.contact_ids.get(&jid).copied() else { return };
-                self.status.send_if_modified(|s| {
-                    let Some(contact) = s.contacts.get(&id).filter(|c| c.pep_reach != addresses) else {
-                        return false;
-                    };
-                    let mut contact = (**contact).clone();
-                    contact.pep_reach = addresses;
-                    s.contacts.insert(id, Arc::new(contact));
-                    true
-                });
+                self.update_contact_with(&jid, |c| c.pep_reach = addresses)
             }
             XmppEvent::Activity { jid, on_the_phone } => {
-                let Some(id) = self.contact_ids.get(&jid).copied() else { return };
-                self.status.send_if_modified(|s| {
-                    let Some(contact) = s.contacts.get(&id).filter(|c| c.on_the_phone != on_the_phone) else {
-                        return false;
-                    };
-                    let mut contact = (**contact).clone();
-                    contact.on_the_phone = on_the_phone;
-                    s.contacts.insert(id, Arc::new(contact));
-                    true
-                });
+                self.update_contact_with(&jid, |c| c.on_the_phone = on_the_phone)
             }
             XmppEvent::SubscriptionRequest { jid } => {
                 let approved = self.contact(&jid).is_some_and(|c| matches!(c.subscription, "from" | "both"));
@@ -778,6 +760,21 @@ impl Hub {
                 });
             }
         }
+    }
+
+    /// Changes a roster contact with `change`; published only when that changed something.
+    fn update_contact_with(&mut self, jid: &str, change: impl FnOnce(&mut ContactInfo)) {
+        let Some(id) = self.contact_ids.get(jid).copied() else { return };
+        self.status.send_if_modified(|s| {
+            let Some(known) = s.contacts.get(&id) else { return false };
+            let mut contact = (**known).clone();
+            change(&mut contact);
+            if contact == **known {
+                return false;
+            }
+            s.contacts.insert(id, Arc::new(contact));
+            true
+        });
     }
 
     /// Nobody's presence is known any more (the session that told us is gone).

@@ -313,37 +313,27 @@ impl XmppActor {
         });
     }
 
-    /// A message that is not a chat: a PEP notification of a contact's vCard4 is taken in
-    /// (only about the account that sent it: a server stamps the sender).
+    /// A message that is not a chat: PEP notifications of a contact's vCard4, XEP-0108
+    /// activity and XEP-0152 reach are taken in (only about the account that sent it: a
+    /// server stamps the sender).
     pub(super) fn on_other_message(&self, message: &xmpp_parsers::message::Message) {
         let Some(from) = &message.from else { return };
-        let items = message
+        let jid = from.to_bare().to_string();
+        let items: Vec<&Element> = message
             .payloads
             .iter()
             .filter(|p| p.is("event", ns::PUBSUB_EVENT))
             .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
-            .find(|i| i.attr("node") == Some(vcard::VCARD4_NODE));
-        if let Some(card) = items.and_then(vcard::vcard4_in_items) {
-            let tels = vcard::read_vcard4(card);
-            self.emit(XmppEvent::VCard { jid: from.to_bare().to_string(), tels });
+            .collect();
+        let card = items.iter().find(|i| i.attr("node") == Some(vcard::VCARD4_NODE));
+        if let Some(card) = card.and_then(|i| vcard::vcard4_in_items(i)) {
+            self.emit(XmppEvent::VCard { jid: jid.clone(), tels: vcard::read_vcard4(card) });
         }
-        let activity = message
-            .payloads
-            .iter()
-            .filter(|p| p.is("event", ns::PUBSUB_EVENT))
-            .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
-            .find_map(cusax::read_activity_items);
-        if let Some(on_the_phone) = activity {
-            self.emit(XmppEvent::Activity { jid: from.to_bare().to_string(), on_the_phone });
+        if let Some(on_the_phone) = items.iter().find_map(|i| cusax::read_activity_items(i)) {
+            self.emit(XmppEvent::Activity { jid: jid.clone(), on_the_phone });
         }
-        let reach = message
-            .payloads
-            .iter()
-            .filter(|p| p.is("event", ns::PUBSUB_EVENT))
-            .filter_map(|e| e.get_child("items", ns::PUBSUB_EVENT))
-            .find_map(cusax::read_reach_items);
-        if let Some(addresses) = reach {
-            self.emit(XmppEvent::PepReach { jid: from.to_bare().to_string(), addresses });
+        if let Some(addresses) = items.iter().find_map(|i| cusax::read_reach_items(i)) {
+            self.emit(XmppEvent::PepReach { jid, addresses });
         }
     }
 
