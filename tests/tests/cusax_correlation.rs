@@ -375,12 +375,7 @@ fn options_from(testbed: &Testbed, caller: &str) -> String {
             .collect();
     let sipp = sipp_command(dir.path(), &scenario, port, &args).spawn().expect("run sipp");
     cusax_tests::finish_sipp(sipp, "sipp OPTIONS", dir.path());
-    sipp_trace(dir.path())
-        .split("----------------------------------------------- ")
-        .filter(|m| m.contains("message received"))
-        .filter_map(|m| m.split_once("SIP/2.0 200").map(|(_, rest)| format!("SIP/2.0 200{rest}")))
-        .next()
-        .unwrap_or_default()
+    sipp_ok(dir.path(), "OPTIONS")
 }
 
 fn sipp_trace(dir: &Path) -> String {
@@ -409,13 +404,13 @@ fn sipp_call(testbed: &Testbed, dir: &Path, caller: &str, headers: &str) -> std:
     sipp_command(dir, &scenario, port, &args).spawn().expect("run sipp")
 }
 
-/// What sipp received: the 200 to its INVITE.
-fn sipp_ok(dir: &Path) -> String {
+/// What sipp received (its message trace in `dir`): the 200 to its `method`, or "".
+fn sipp_ok(dir: &Path, method: &str) -> String {
     sipp_trace(dir)
         .split("----------------------------------------------- ")
         .filter(|m| m.contains("message received"))
         .filter_map(|m| m.split_once("SIP/2.0 200").map(|(_, rest)| format!("SIP/2.0 200{rest}")))
-        .find(|m| header(m, "CSeq").is_some_and(|c| c.ends_with("INVITE")))
+        .find(|m| header(m, "CSeq").is_some_and(|c| c.ends_with(method)))
         .unwrap_or_default()
 }
 
@@ -437,7 +432,7 @@ fn answer_and_end(
     call_where(&alice.bus, &path, "the call up", |c| c["State"] == "active");
     call(&alice.bus, &path, CALL, "Hangup", &[]);
     cusax_tests::finish_sipp(sipp, "sipp", dir);
-    sipp_ok(dir)
+    sipp_ok(dir, "INVITE")
 }
 
 #[test]

@@ -194,7 +194,7 @@ pub enum HubCommand {
     /// Ask a SIP address with OPTIONS who it is on XMPP; the SIP actor answers.
     Probe {
         target: String,
-        reply: oneshot::Sender<Result<Option<String>, CallError>>,
+        reply: sip::ProbeReply,
     },
     /// Leave the networks cleanly (hang up, unregister), then stop.
     Shutdown {
