@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -83,13 +83,24 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 
 /// The first of `len` consecutive free ports (for tools that take a port range).
 pub fn free_port_block(len: u16) -> u16 {
-    // Each test process starts 100 ports apart from those of neighbouring pids, so two test
-    // runs at once rarely meet; within a process the counter never hands a port out twice.
-    static TAKEN: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 300) as u16 * 100;
+    // Test ports come from 10000-16383: below cusaxd's default RTP range (16384-32767, which
+    // the daemons under test bind from) and the kernel's ephemeral range (32768-60999, which
+    // every outgoing connection binds from), so nothing else takes one between the check
+    // and the server's bind. Each test process starts 100 ports apart from those of
+    // neighbouring pids, so two test runs at once rarely meet; within a process the counter
+    // never hands a port out twice.
+    const FIRST: u32 = 10000;
+    const SPAN: u32 = 16384 - FIRST;
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 60) * 100;
     loop {
-        let first = base + TAKEN.fetch_add(len, Ordering::SeqCst);
-        assert!(first < 60000, "ran out of test ports");
+        let taken = TAKEN.fetch_add(u32::from(len), Ordering::SeqCst);
+        assert!(taken + u32::from(len) <= SPAN, "ran out of test ports");
+        let offset = (start + taken) % SPAN;
+        if offset + u32::from(len) > SPAN {
+            continue;
+        }
+        let first = (FIRST + offset) as u16;
         if (first..first + len).all(port_is_free) {
             return first;
         }

@@ -48,6 +48,12 @@ wanted() { [[ $services == *" $1 "* ]]; }
 now_ms() { date +%s%3N; }
 log() { echo "testbed: $*" >&2; }
 die() { log "$*"; exit 1; }
+die_log() {    # die_log FILE MESSAGE : die, showing the end of the service's own log
+  local file=$1; shift
+  log "$* (end of $file:)"
+  tail -n 25 "$file" 2>/dev/null | sed 's/^/  | /' >&2
+  exit 1
+}
 
 start_bg() {   # start_bg NAME WORKDIR CMD... : run CMD in WORKDIR, record PID
   local name=$1 wd=$2; shift 2
@@ -99,7 +105,7 @@ ejabberd_start() {
   pgrep -x epmd >/dev/null || epmd -daemon -address 127.0.0.1
   start_bg ejabberd "$ej" ejabberdctl --config-dir "$ej" --config "$ej/ejabberd.yml" \
     --ctl-config "$ej/ejabberdctl.cfg" --logs "$ej/logs" --spool "$ej/spool" foreground
-  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$ej_c2s" localhost 60 || die "ejabberd not ready (see $ej/logs)"
+  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$ej_c2s" localhost 60 || die_log "$ej/logs/ejabberd.log" "ejabberd not ready"
   # ejabberdctl runs the node through su: the Erlang VM is its own PID, stopped by name.
   pgrep -f "beam.smp.*ejabberd$ej_c2s@localhost" | head -1 >"$dir/pids/ejabberd-beam.pid"
   log "ejabberd ready on 127.0.0.1:$ej_c2s in $(( $(now_ms) - t0 )) ms"
@@ -107,7 +113,7 @@ ejabberd_start() {
 
 prosody_start() {
   start_bg prosody "$dir/prosody" prosody --config ./prosody.cfg.lua -F
-  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$c2s" localhost 20 || die "prosody not ready (see $dir/prosody/prosody.log)"
+  "$here/tools/wait_xmpp.sh" 127.0.0.1 "$c2s" localhost 20 || die_log "$dir/prosody/data/prosody.err" "prosody not ready"
 }
 
 up() {
@@ -161,7 +167,7 @@ up() {
     [ -n "${TESTBED_SIP_MAX_EXPIRES:-}" ] && kopts+=(-A "MAX_EXPIRES=$TESTBED_SIP_MAX_EXPIRES")
     t0=$(now_ms)
     start_bg kamailio "$dir/kamailio" kamailio -f ./kamailio.cfg -DD -E -m 64 -M 8 "${kopts[@]}"
-    "$here/tools/wait_sip.sh" 127.0.0.1 "$sip" udp 20 || die "kamailio not ready (see $dir/logs/kamailio.out)"
+    "$here/tools/wait_sip.sh" 127.0.0.1 "$sip" udp 20 || die_log "$dir/logs/kamailio.out" "kamailio not ready"
     log "kamailio ready on udp/tcp 127.0.0.1:$sip in $(( $(now_ms) - t0 )) ms"
     for u in $users; do   # users beyond the config's alice/bob/carol
       kamcmd -s "tcp:127.0.0.1:$kctl" htable.sets users "$u" "secret-$u" >/dev/null || die "kamcmd failed"
