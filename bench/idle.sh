@@ -6,35 +6,20 @@
 #  1. cusaxd with both accounts (SIP over UDP, XMPP): from exec to "ready on the session
 #     bus" (READY), to SIP registered, to XMPP online;
 #  2. cusaxd with the SIP account only;
-#  3. a stock baresip 1.0 registered the same way (UDP, no media until a call).
+#  3. a stock baresip 1.0 registered the same way (UDP, no media until a call): from exec to
+#     the registrar's 200 in its log.
 # Then each idles for BENCH_SECONDS (default 60): RSS at the end (/proc VmRSS), and wakeups a
 # second (voluntary + involuntary context switches of all its threads over the period).
 # Prints a Markdown table with the ratios cusaxd / baresip.
 #
 #   bench/idle.sh                       builds cusaxd (release) first
 #   BENCH_SECONDS=20 bench/idle.sh      shorter
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 seconds=${BENCH_SECONDS:-60}
-cargo build --release --bins --locked -q
-bin=$PWD/target/release
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/cusax-bench-idle.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  tests/testbed/testbed.sh down "$dir" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 export XMPP_C2S_PORT=${XMPP_C2S_PORT:-26222} XMPP_C2S_TLS_PORT=${XMPP_C2S_TLS_PORT:-26223}
 export SIP_PORT=${SIP_PORT:-26060} SIP_TLS_PORT=${SIP_TLS_PORT:-26061} KAM_CTL_PORT=${KAM_CTL_PORT:-26069}
-TESTBED_SERVICES="prosody kamailio" tests/testbed/testbed.sh up "$dir" >/dev/null
-. "$dir/env.sh"
+testbed_up prosody kamailio
 
-now_ms() { date +%s%3N; }
-rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-# All threads' context switches of PID.
-switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 # idle PID: "rss_mib wakeups_per_s" after $seconds.
 idle() {
   local s0 s1
@@ -46,21 +31,15 @@ idle() {
 # $ready_ms, $registered_ms, $online_ms (from exec).
 cusaxd() {
   local user=$1 home=$dir/$1
-  mkdir -p "$home"
-  dbus-daemon --session --address="unix:path=$home/bus" --nofork --nopidfile >/dev/null 2>&1 &
-  pids+=($!)
-  for _ in $(seq 200); do [ -S "$home/bus" ] && break; sleep 0.01; done
-  address="unix:path=$home/bus"
+  session_bus "$home"
   {
     printf '[sip]\naor = "sip:%s@127.0.0.1"\nproxy = "sip:%s"\ntransport = "udp"\npassword = "secret-%s"\n' \
       "$user" "$SIP_REGISTRAR" "$user"
     [ "$2" = yes ] && printf '[xmpp]\njid = "%s@localhost"\npassword = "secret-%s"\nserver = "127.0.0.1:%s"\n[tls]\nextra_ca = "%s"\n' \
       "$user" "$user" "$XMPP_PORT" "$XMPP_CA_FILE"
   } >"$home/config.toml"
-  chmod 600 "$home/config.toml"
-  local t0; t0=$(now_ms)
-  DBUS_SESSION_BUS_ADDRESS=$address XDG_DATA_HOME="$home" "$bin/cusaxd" --config "$home/config.toml" 2>"$home/cusaxd.log" &
-  daemon=$!; pids+=("$daemon")
+  start_cusaxd "$home"
+  local t0=$started
   ready_ms=""; registered_ms=""; online_ms=""
   for _ in $(seq 5000); do
     [ -z "$ready_ms" ] && grep -q "ready on the session bus" "$home/cusaxd.log" && ready_ms=$(( $(now_ms) - t0 ))
@@ -81,12 +60,8 @@ full=$daemon; full_ready=$ready_ms; full_registered=$registered_ms; full_online=
 cusaxd bob no
 sip_only=$daemon; sip_ready=$ready_ms; sip_registered=$registered_ms
 
-BARESIP_OUTBOUND="sip:$SIP_REGISTRAR" tests/testbed/baresip/mkconf.sh "$dir/carol" carol secret-carol 26102 26200-26219 26441 tone.wav >/dev/null
-sox -n -r 8000 -c 1 -b 16 "$dir/carol/tone.wav" synth 1 sine 1000 vol 0.5
-( cd "$dir/carol" && exec baresip -f . ) </dev/null >"$dir/carol/baresip.log" 2>&1 &
-baresip=$!; pids+=("$baresip")
-for _ in $(seq 200); do grep -q "200 OK" "$dir/carol/baresip.log" && break; sleep 0.05; done
-grep -q "200 OK" "$dir/carol/baresip.log" || { echo "baresip did not register" >&2; exit 1; }
+start_baresip carol 26102 26200-26219 26441 PCMU 1
+baresip_registered=$(( $(now_ms) - started ))
 
 # All three idle at the same time, measured over the same period.
 sleep 3
@@ -97,7 +72,6 @@ wait "$m1" "$m2" "$m3"
 read -r full_rss full_wake <"$dir/full.idle"
 read -r sip_rss sip_wake <"$dir/sip.idle"
 read -r bare_rss bare_wake <"$dir/baresip.idle"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 echo "| idle endpoint | RSS | vs baresip | wakeups/s | vs baresip |"
 echo "|---|---|---|---|---|"
@@ -105,10 +79,10 @@ echo "| cusaxd, SIP registered and XMPP online | $full_rss MiB | $(ratio "$full_
 echo "| cusaxd, SIP registered | $sip_rss MiB | $(ratio "$sip_rss" "$bare_rss") | $sip_wake | $(ratio "$sip_wake" "$bare_wake") |"
 echo "| baresip, SIP registered | $bare_rss MiB | 1 | $bare_wake | 1 |"
 echo
-echo "| cusaxd start-up (from exec) | both accounts | SIP only |"
-echo "|---|---|---|"
-echo "| ready on the session bus (READY) | $full_ready ms | $sip_ready ms |"
-echo "| SIP registered | $full_registered ms | $sip_registered ms |"
-echo "| XMPP online | $full_online ms | - |"
+echo "| start-up (from exec) | cusaxd, both accounts | cusaxd, SIP only | baresip | SIP only vs baresip |"
+echo "|---|---|---|---|---|"
+echo "| ready on the session bus (READY) | $full_ready ms | $sip_ready ms | - | - |"
+echo "| SIP registered | $full_registered ms | $sip_registered ms | $baresip_registered ms | $(ratio "$sip_registered" "$baresip_registered") |"
+echo "| XMPP online | $full_online ms | - | - | - |"
 echo
-echo "($(nproc) cores, $seconds s idle, $(date -u +%Y-%m-%d), baresip $(dpkg-query -W -f '${Version}' baresip-core 2>/dev/null))"
+echo "($(nproc) cores, $seconds s idle, $(date -u +%Y-%m-%d), baresip $(baresip_version))"

@@ -19,6 +19,10 @@ trap bench_cleanup EXIT
 now_ms() { date +%s%3N; }
 # ratio A B: A / B to two places, "n/a" when B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# switches PID: context switches (voluntary + involuntary) of all of PID's threads so far.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+# rss_mib PID: resident memory now.
+rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 baresip_version() { dpkg-query -W -f '${Version}' baresip-core 2>/dev/null; }
 
 # testbed_up SERVICE...: the test bed's servers on loopback, its env.sh sourced.
@@ -60,17 +64,19 @@ wait_registered() {
 
 # start_baresip USER SIP_PORT RTP_PORTS CTRL_PORT CODECS [SOURCE_SECONDS]: a stock baresip
 # (tests/testbed/baresip/mkconf.sh: auto-answer, no recording) registered with the test bed's
-# Kamailio, its source a 1 kHz tone at the codec's rate; sets $baresip once registered.
+# Kamailio, its source a 1 kHz tone at the codec's rate; once registered, sets $baresip and
+# $started (ms, at exec).
 start_baresip() {
   local user=$1 rate=8000 channels=1
   [[ $5 == opus* ]] && rate=48000 channels=2
   BARESIP_OUTBOUND="sip:$SIP_REGISTRAR" BARESIP_CODECS=$5 BARESIP_SNDFILE=no \
     tests/testbed/baresip/mkconf.sh "$dir/$user" "$user" "secret-$user" "$2" "$3" "$4" tone.wav >/dev/null
   sox -n -r "$rate" -c "$channels" -b 16 "$dir/$user/tone.wav" synth "${6:-120}" sine 1000 vol 0.5
+  started=$(now_ms)
   ( cd "$dir/$user" && exec baresip -f . ) </dev/null >"$dir/$user/baresip.log" 2>&1 &
   baresip=$!
   pids+=("$baresip")
-  for _ in $(seq 200); do grep -q "200 OK" "$dir/$user/baresip.log" && return 0; sleep 0.05; done
+  for _ in $(seq 2000); do grep -q "200 OK" "$dir/$user/baresip.log" && return 0; sleep 0.005; done
   echo "baresip $user did not register" >&2
   exit 1
 }

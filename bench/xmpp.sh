@@ -13,22 +13,11 @@
 #
 #   bench/xmpp.sh
 #   BENCH_CONTACTS=500 BENCH_MESSAGES=100 bench/xmpp.sh    quicker
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 contacts=${BENCH_CONTACTS:-5000}
 messages=${BENCH_MESSAGES:-1000}
-cargo build --release --bins --locked -q
-bin=$PWD/target/release
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/cusax-bench-xmpp.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  tests/testbed/testbed.sh down "$dir" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-export XMPP_C2S_PORT=${XMPP_C2S_PORT:-25222} XMPP_C2S_TLS_PORT=${XMPP_C2S_TLS_PORT:-25223}
-TESTBED_SERVICES="prosody" tests/testbed/testbed.sh up "$dir" >/dev/null
+export XMPP_C2S_PORT=${XMPP_C2S_PORT:-24222} XMPP_C2S_TLS_PORT=${XMPP_C2S_TLS_PORT:-24223}
+testbed_up prosody
 
 # alice's roster, in Prosody's own storage format (data/<host>/roster/<user>.dat).
 mkdir -p "$dir/prosody/data/localhost/roster"
@@ -38,34 +27,24 @@ awk -v n="$contacts" 'BEGIN {
     printf "\t[\"contact%d@localhost\"] = { [\"subscription\"] = \"both\"; [\"groups\"] = { [\"Bench\"] = true; }; [\"name\"] = \"Contact %d\"; };\n", i, i
   print "};" }' >"$dir/prosody/data/localhost/roster/alice.dat"
 
-now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 prop() { # prop ADDRESS INTERFACE NAME
   busctl --address="$1" get-property org.cusax.Cusax1 /org/cusax/Cusax1 "org.cusax.Cusax1.$2" "$3" 2>/dev/null || true
 }
 
-# start USER: a session bus and a cusaxd for USER; sets $address and $daemon, $started (ms).
+# start USER: a session bus and a cusaxd for USER; sets $address, $daemon and $started (ms).
 start() {
-  local user=$1 home=$dir/$1
-  mkdir -p "$home"
-  dbus-daemon --session --address="unix:path=$home/bus" --nofork --nopidfile >/dev/null 2>&1 &
-  pids+=($!)
-  for _ in $(seq 200); do [ -S "$home/bus" ] && break; sleep 0.01; done
-  address="unix:path=$home/bus"
+  local home=$dir/$1
+  session_bus "$home"
   cat >"$home/config.toml" <<CONF
 [xmpp]
-jid = "$user@localhost"
-password = "secret-$user"
-server = "127.0.0.1:$XMPP_C2S_PORT"
+jid = "$1@localhost"
+password = "secret-$1"
+server = "127.0.0.1:$XMPP_PORT"
 [tls]
-extra_ca = "$dir/certs/ca.crt"
+extra_ca = "$XMPP_CA_FILE"
 CONF
-  chmod 600 "$home/config.toml"
-  started=$(now_ms)
-  DBUS_SESSION_BUS_ADDRESS=$address XDG_DATA_HOME=$home/data RUST_LOG=warn \
-    "$bin/cusaxd" --config "$home/config.toml" >/dev/null 2>"$home/cusaxd.log" &
-  daemon=$!
-  pids+=($daemon)
+  start_cusaxd "$home"
 }
 
 # wait_online: ms from start until XmppState is online

@@ -478,7 +478,12 @@ mod tests {
             HistoryFilter { peer: peer.clone(), limit: 50, ..Default::default() },
             HistoryFilter { peer: peer.clone(), before_ms: Some(-1), limit: 50, ..Default::default() },
             HistoryFilter { peer, before_ms: Some(9_000), after_ms: Some(i64::MIN), limit: 50 },
-            HistoryFilter { before_ms: Some(i64::MIN), after_ms: Some(i64::MAX), limit: 50, ..Default::default() },
+            HistoryFilter {
+                before_ms: Some(i64::MIN),
+                after_ms: Some(i64::MAX),
+                limit: 50,
+                ..Default::default()
+            },
         ] {
             let (sql, values) = query_sql(ME, &filter);
             let mut plan = h.db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

@@ -20,6 +20,8 @@ use rustls_pki_types::ServerName;
 use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
+
+use super::quick_ack::QuickAckTcp;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_xmpp::error::AuthError;
@@ -160,7 +162,7 @@ async fn secure(
     tls: Arc<ClientConfig>,
     domain: &str,
     timeouts: Timeouts,
-) -> Result<TlsStream<TcpStream>, ConnectError> {
+) -> Result<TlsStream<QuickAckTcp>, ConnectError> {
     let tcp = tcp_to(&target.host, target.port).await?;
     if target.tls == TlsStart::Direct {
         // XEP-0368 section 3.1: ALPN says which protocol the TLS port should serve.
@@ -204,7 +206,7 @@ async fn find_targets(domain: &str) -> Vec<XmppTarget> {
 }
 
 /// A TCP connection to the first address of `host` that answers.
-async fn tcp_to(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+async fn tcp_to(host: &str, port: u16) -> Result<QuickAckTcp, ConnectError> {
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| ConnectError::Network(format!("cannot resolve {host}: {e}")))?
@@ -217,7 +219,7 @@ async fn tcp_to(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
                 // request): Nagle's algorithm would hold the second for the peer's delayed
                 // ACK, 40 ms on Linux.
                 tcp.set_nodelay(true)?;
-                return Ok(tcp);
+                return Ok(QuickAckTcp::new(tcp));
             }
             Err(e) => failure = ConnectError::Network(format!("{address}: {e}")),
         }

@@ -7,7 +7,9 @@
 //! task that reports `connecting`, tries once, and on a transient failure reports `offline`
 //! with the reason and tries again after a jittered backoff (2 s doubling up to 5 min, the
 //! same as SIP). A refused password or an untrusted certificate is reported `failed` and not
-//! retried until the config changes. `online` comes when the stream is bound.
+//! retried until the config changes. `online` comes when the stream is bound. Its TCP
+//! stream ([`quick_ack`]) acknowledges each read at once, so that a server with Nagle's
+//! algorithm on does not hold our next stanza for a delayed ACK.
 //!
 //! On top of the stream:
 //! - [`chat`]: the outbox (messages the hub stored, sent in order once online, marked sent on
@@ -23,6 +25,7 @@
 
 mod chat;
 mod connect;
+mod quick_ack;
 mod roster;
 
 use std::collections::HashMap;

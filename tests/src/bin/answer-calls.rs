@@ -5,8 +5,8 @@
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use zbus::{OwnedObjectPath, OwnedVariant};
 use zbus::{MatchRule, MessageStream};
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 const BUS_NAME: &str = "org.cusax.Cusax1";
 const CALL: &str = "org.cusax.Cusax1.Call";

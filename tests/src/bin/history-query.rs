@@ -20,7 +20,9 @@ async fn main() -> anyhow::Result<()> {
     for pair in filter {
         match pair.split_once('=') {
             Some(("peer", jid)) => options.insert("peer", Variant::from(jid)),
-            Some(("before", ms)) => options.insert("before", Variant::from(ms.parse::<i64>().context("before")?)),
+            Some(("before", ms)) => {
+                options.insert("before", Variant::from(ms.parse::<i64>().context("before")?))
+            }
             Some(("limit", n)) => options.insert("limit", Variant::from(n.parse::<u32>().context("limit")?)),
             _ => bail!("unknown filter {pair:?}"),
         };
