@@ -50,12 +50,13 @@ wait_registered
 answerer=$!
 pids+=("$answerer")
 for _ in $(seq 200); do grep -q ready "$dir/answer-calls.log" && break; sleep 0.01; done
-read -r cusaxd_median cusaxd_p90 cusaxd_max cusaxd_n <<<"$(sipp_calls cusaxd)"
-kill -TERM "$answerer" "$daemon"
-wait "$answerer" "$daemon" 2>/dev/null || true
+figures=$(sipp_calls cusaxd)
+read -r cusaxd_median cusaxd_p90 cusaxd_max cusaxd_n <<<"$figures"
+stop "$answerer" "$daemon"
 
 start_baresip bob 27102 27200-27219 27441 PCMU
-read -r baresip_median baresip_p90 baresip_max baresip_n <<<"$(sipp_calls baresip)"
+figures=$(sipp_calls baresip)
+read -r baresip_median baresip_p90 baresip_max baresip_n <<<"$figures"
 
 echo "| call set-up, INVITE to 200 through Kamailio ($cusaxd_n / $baresip_n calls) | median | p90 | max |"
 echo "|---|---|---|---|"

@@ -39,7 +39,7 @@ wait_online() {
 }
 start_cusaxd "$home"
 wait_online
-kill -TERM "$daemon"; wait "$daemon" || true
+stop "$daemon"
 store=$home/cusax/history.sqlite
 [ -s "$store" ] || { echo "cusaxd made no store at $store" >&2; exit 1; }
 
@@ -73,7 +73,9 @@ middle=$(( start_ms + messages / 2 * 60000 ))
 query() { "$bin/history-query" "$address" "$queries" "$@"; }
 row() { # row LABEL FILTER...
   local label=$1; shift
-  read -r median p90 max rows <<<"$(query "$@")"
+  local figures
+  figures=$(query "$@")
+  read -r median p90 max rows <<<"$figures"
   echo "| $label | $rows | $median ms | $p90 ms | $max ms |"
 }
 

@@ -1,7 +1,9 @@
 # bench/lib.sh - what the benchmark scripts share; sourced by each, never run.
 #
 # Builds the release binaries ($bin), makes a fresh work folder ($dir), and on exit stops
-# every process listed in $pids and the test bed started in $dir. Each script runs on its own
+# every process listed in $pids and the test bed started in $dir, and deletes $dir (unless
+# BENCH_KEEP=1). A figure is read with `out=$(...)` first, so that a failing measurement
+# stops the script (set -e does not see into `read <<<"$(...)"`). Each script runs on its own
 # ports (in 24000-28999, below the kernel's ephemeral range) so that none meets another's
 # leftovers.
 set -euo pipefail
@@ -13,6 +15,15 @@ pids=()
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   tests/testbed/testbed.sh down "$dir" >/dev/null 2>&1 || true
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"
+}
+# stop PID...: stop those now (TERM, wait), and forget them, so that the cleanup never signals
+# a number the system has given to another process since.
+stop() {
+  local pid kept=()
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do [[ " $* " == *" $pid "* ]] || kept+=("$pid"); done
+  pids=("${kept[@]}")
 }
 trap bench_cleanup EXIT
 

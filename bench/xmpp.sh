@@ -80,7 +80,8 @@ alice_rss=$(rss_kib "$daemon")
 
 start bob
 wait_online >/dev/null
-read -r median p99 max <<<"$("$bin/chat-latency" "$carol_address" "$address" bob@localhost "$messages")"
+figures=$("$bin/chat-latency" "$carol_address" "$address" bob@localhost "$messages")
+read -r median p99 max <<<"$figures"
 
 cores=$(nproc)
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }

@@ -16,6 +16,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("usage: history-query BUS COUNT [peer=JID] [before=UNIX_MS] [limit=N]");
     };
     let count: usize = count.parse().context("COUNT")?;
+    if count == 0 {
+        bail!("COUNT must be at least 1");
+    }
     let mut options: HashMap<&str, Variant<'_>> = HashMap::new();
     for pair in filter {
         match pair.split_once('=') {
