@@ -4,12 +4,15 @@
 //! The database belongs to one actor, [`spawn`]ed on a thread of its own (SQLite blocks, and
 //! an fsync must not stall the runtime's only thread). Others reach it through a
 //! [`StoreHandle`]; every write is committed before its reply is sent, so a caller that got
-//! `Ok` may tell the user the message is safe.
+//! `Ok` may tell the user the message is safe. Commits go to SQLite's write-ahead log; the
+//! actor copies the log into the database once no command has come for
+//! [`QUIET_BEFORE_CHECKPOINT`], so that no message waits for that copy.
 
 pub mod history;
 mod instance;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -24,6 +27,9 @@ pub const HISTORY_FILE: &str = "history.sqlite";
 pub fn data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "cusax", "cusax").map(|dirs| dirs.data_dir().to_path_buf())
 }
+
+/// How long the store waits without a command after a write before it checkpoints.
+pub const QUIET_BEFORE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -62,13 +68,44 @@ pub fn spawn_with(mut history: History) -> StoreHandle {
     std::thread::Builder::new()
         .name("store".into())
         .spawn(move || {
-            while let Some(command) = queue.blocking_recv() {
-                serve(&mut history, command);
-            }
+            // A runtime of the thread's own, for the one timer it needs: a checkpoint after
+            // a quiet second.
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return warn!(error = %e, "cannot start the store's timer"),
+            };
+            runtime.block_on(async move {
+                let mut wrote = false;
+                loop {
+                    let command: Option<StoreCommand> = if wrote {
+                        match tokio::time::timeout(QUIET_BEFORE_CHECKPOINT, queue.recv()).await {
+                            Ok(command) => command,
+                            Err(_) => {
+                                if let Err(e) = history.checkpoint() {
+                                    warn!(error = %e, "checkpoint of the message store failed");
+                                }
+                                wrote = false;
+                                continue;
+                            }
+                        }
+                    } else {
+                        queue.recv().await
+                    };
+                    let Some(command) = command else { break };
+                    wrote |= command.writes();
+                    serve(&mut history, command);
+                }
+            });
         })
         .map_err(|e| warn!(error = %e, "cannot start the store thread"))
         .ok();
     StoreHandle { commands }
+}
+
+impl StoreCommand {
+    fn writes(&self) -> bool {
+        !matches!(self, Self::Outbox { .. } | Self::Query { .. } | Self::State { .. })
+    }
 }
 
 fn serve(history: &mut History, command: StoreCommand) {
@@ -146,5 +183,34 @@ impl StoreHandle {
     pub async fn set_state(&self, account: &str, key: &'static str, value: String) -> Result<(), StoreError> {
         let account = account.to_owned();
         self.ask(|reply| StoreCommand::SetState { account, key, value, reply }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `key` as the database file alone holds it, without the write-ahead log.
+    fn in_the_file(path: &Path, key: &str) -> Option<String> {
+        let copy = tempfile::tempdir().unwrap();
+        let file = copy.path().join("copy.sqlite");
+        std::fs::copy(path, &file).unwrap();
+        History::open(&file).unwrap().state("me@example.org", key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_reach_the_database_file_after_a_quiet_second_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = spawn(dir.path()).unwrap();
+        let path = dir.path().join(HISTORY_FILE);
+        store.set_state("me@example.org", "mam-last", "A1".into()).await.unwrap();
+        assert_eq!(in_the_file(&path, "mam-last"), None, "checkpointed within the commit");
+        let start = std::time::Instant::now();
+        while in_the_file(&path, "mam-last").is_none() {
+            assert!(start.elapsed() < QUIET_BEFORE_CHECKPOINT * 5, "never checkpointed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(start.elapsed() >= QUIET_BEFORE_CHECKPOINT / 2, "checkpointed without a pause");
+        assert_eq!(store.state("me@example.org", "mam-last").await.unwrap().as_deref(), Some("A1"));
     }
 }
