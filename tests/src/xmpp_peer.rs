@@ -29,8 +29,8 @@ pub fn python() -> std::path::PathBuf {
 }
 
 impl XmppPeer {
-    /// Logs `user` (password `secret-<user>`) in to the test bed's Prosody on `port` and
-    /// waits until it is online.
+    /// Logs `user` (password `secret-<user>`) in to the test bed's XMPP server on `port`
+    /// and waits until the server has made it available.
     pub fn start(testbed: &Testbed, user: &str, port: u16) -> anyhow::Result<Self> {
         let mut child = std::process::Command::new(python())
             .arg(repo_root().join("tests/testbed/tools/xmpp_peer.py"))
@@ -58,6 +58,18 @@ impl XmppPeer {
         let online =
             peer.expect(|e| e["event"] == "online", PATIENCE).context("the peer did not come online")?;
         peer.jid = online["jid"].as_str().unwrap_or_default().to_owned();
+        // Online is not yet available: until the server has taken our initial presence, a
+        // message to the bare JID goes to offline storage (ejabberd just woken from SIGSTOP
+        // routed one there). The server echoes that presence to us (RFC 6121 4.2.2); it
+        // stays for the test to see.
+        let jid = peer.jid.clone();
+        let own = peer
+            .expect(
+                |e| e["event"] == "presence" && e["frm"] == jid.as_str() && e["type"] == "available",
+                PATIENCE,
+            )
+            .context("the server did not echo the peer's initial presence")?;
+        peer.seen.insert(0, own);
         Ok(peer)
     }
 
