@@ -182,8 +182,9 @@ impl History {
         // The store's actor folds the log back into the database once writes pause
         // (`checkpoint`); SQLite's own checkpoint, every 1,000 pages by default, ran inside
         // whichever commit crossed the mark and held that message up (the p99 of chat
-        // latency). This one is only for writes that never pause.
-        db.execute_batch("PRAGMA wal_autocheckpoint = 8000;")?;
+        // latency). This one is only for writes that never pause; after a burst (a long
+        // archive catch-up) the log file is cut back to 4 MiB.
+        db.execute_batch("PRAGMA wal_autocheckpoint = 8000; PRAGMA journal_size_limit = 4194304;")?;
         let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema { found: version });

@@ -72,7 +72,10 @@ pub fn spawn_with(mut history: History) -> StoreHandle {
             // a quiet second.
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
                 Ok(runtime) => runtime,
-                Err(e) => return warn!(error = %e, "cannot start the store's timer"),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the store's timer");
+                    return;
+                }
             };
             runtime.block_on(async move {
                 let mut wrote = false;
