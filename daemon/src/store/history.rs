@@ -490,6 +490,8 @@ mod tests {
             HistoryFilter { limit: 50, ..Default::default() },
             HistoryFilter { peer: peer.clone(), limit: 50, ..Default::default() },
             HistoryFilter { peer: peer.clone(), before_ms: Some(-1), limit: 50, ..Default::default() },
+            HistoryFilter { peer: peer.clone(), after_ms: Some(1_000), limit: 50, ..Default::default() },
+            HistoryFilter { after_ms: Some(1_000), limit: 50, ..Default::default() },
             HistoryFilter { peer, before_ms: Some(9_000), after_ms: Some(i64::MIN), limit: 50 },
             HistoryFilter {
                 before_ms: Some(i64::MIN),
